@@ -1,0 +1,3 @@
+from .secvit import SECViT
+
+__all__ = ['SECViT']

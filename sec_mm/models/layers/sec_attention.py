@@ -1,0 +1,100 @@
+"""The SEC attention layer of the SECViT release, on ``(B, C, H, W)`` feature maps."""
+from typing import Optional, Tuple
+
+import torch.nn as nn
+from torch import Tensor
+
+from sec_mm.ops import resolve_num_clusters, sec_attention
+from .rope import RotaryEmbedding2d, apply_rope
+
+
+class SECAttention(nn.Module):
+    """Multi-head Semantic Equitable Clustering attention.
+
+    ``qkv`` is a 1x1 conv; 2-D RoPE rotates queries and keys; tokens are clustered by the
+    cosine similarity of their keys to the mean key and attend inside their cluster
+    (:func:`sec_mm.ops.sec_attention`); the local context enhancement (LCE, a depthwise conv on
+    the values) is added before the output 1x1 conv.
+
+    Args:
+        embed_dims (int): Channels ``C``.
+        num_heads (int): Attention heads; ``C`` must be divisible by it.
+        num_clusters (int, optional): Clusters per (image, head). ``<= 1`` (the release
+            writes -1) means global attention.
+        cluster_size (int, optional): Tokens per cluster instead of a fixed count: the count
+            becomes ``ceil(H * W / cluster_size)``, so the cost is linear in the image area.
+            Exactly one of ``num_clusters`` and ``cluster_size`` is given.
+        use_rope (bool): Rotate q and k with 2-D RoPE. Defaults to True.
+        use_lce (bool): Add the LCE depthwise conv of the values. Defaults to True.
+        lce_kernel_size (int): Kernel of the LCE conv. Defaults to 5.
+        qkv_bias (bool): Bias of the qkv conv. Defaults to True.
+
+    Shape:
+        - x: ``(B, C, H, W)``
+        - output: ``(B, C, H, W)``
+    """
+
+    def __init__(self,
+                 embed_dims: int,
+                 num_heads: int,
+                 num_clusters: Optional[int] = None,
+                 cluster_size: Optional[int] = None,
+                 use_rope: bool = True,
+                 use_lce: bool = True,
+                 lce_kernel_size: int = 5,
+                 qkv_bias: bool = True) -> None:
+        super().__init__()
+        if embed_dims % num_heads != 0:
+            raise ValueError(
+                f'embed_dims ({embed_dims}) must be divisible by num_heads ({num_heads}).')
+        # Fail at build time, not at the first forward, on a bad cluster setting.
+        resolve_num_clusters(1, num_clusters, cluster_size)
+        self.embed_dims = embed_dims
+        self.num_heads = num_heads
+        self.head_dims = embed_dims // num_heads
+        self.num_clusters = num_clusters
+        self.cluster_size = cluster_size
+
+        self.qkv = nn.Conv2d(embed_dims, embed_dims * 3, 1, bias=qkv_bias)
+        self.rope = RotaryEmbedding2d(self.head_dims) if use_rope else None
+        self.lce = nn.Conv2d(
+            embed_dims, embed_dims, lce_kernel_size, padding=lce_kernel_size // 2,
+            groups=embed_dims) if use_lce else None
+        self.proj = nn.Conv2d(embed_dims, embed_dims, 1)
+
+    def extra_repr(self) -> str:
+        mode = (f'num_clusters={self.num_clusters}' if self.cluster_size is None else
+                f'cluster_size={self.cluster_size}')
+        return f'embed_dims={self.embed_dims}, num_heads={self.num_heads}, {mode}'
+
+    def forward(self, x: Tensor, rope: Optional[Tuple[Tensor, Tensor]] = None) -> Tensor:
+        """Apply SEC attention.
+
+        Args:
+            x (Tensor): ``(B, C, H, W)``.
+            rope (tuple[Tensor, Tensor], optional): Precomputed ``(sin, cos)`` of shape
+                ``(H * W, head_dims)`` from :class:`RotaryEmbedding2d`, so that one stage
+                computes them once for all its blocks. Computed here when omitted.
+
+        Returns:
+            Tensor: ``(B, C, H, W)``.
+        """
+        if x.dim() != 4 or x.shape[1] != self.embed_dims:
+            raise ValueError(
+                f'SECAttention expects a (B, {self.embed_dims}, H, W) feature map, got shape '
+                f'{tuple(x.shape)}.')
+        batch, channels, height, width = x.shape
+        qkv = self.qkv(x)
+        # Channels split as (3, heads, head_dims); tokens in row-major (h, w) order.
+        q, k, v = qkv.reshape(batch, 3, self.num_heads, self.head_dims,
+                              height * width).transpose(-1, -2).unbind(1)
+        if self.rope is not None:
+            sin, cos = rope if rope is not None else self.rope(height, width)
+            sin, cos = sin.to(q.dtype), cos.to(q.dtype)
+            q, k = apply_rope(q, sin, cos), apply_rope(k, sin, cos)
+
+        out = sec_attention(q, k, v, self.num_clusters, self.cluster_size)
+        out = out.transpose(-1, -2).reshape(batch, channels, height, width)
+        if self.lce is not None:
+            out = out + self.lce(qkv[:, 2 * channels:])
+        return self.proj(out)

@@ -1,0 +1,8 @@
+"""Pure PyTorch operators (no OpenMMLab imports)."""
+from .sec_attention import (gather_tokens, resolve_num_clusters, restore_tokens,
+                            sec_attention, sec_cluster_sizes, sec_order)
+
+__all__ = [
+    'sec_attention', 'sec_order', 'sec_cluster_sizes', 'resolve_num_clusters',
+    'gather_tokens', 'restore_tokens'
+]

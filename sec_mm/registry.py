@@ -1,0 +1,50 @@
+"""The one place that registers sec_mm's classes into the OpenMMLab registries.
+
+Every model goes into the ``MODELS`` registry of each of mmpretrain, mmdet and mmseg that is
+installed, under the same name, so configs of any of the three can say ``type='SECViT'``.
+"""
+import importlib
+from typing import List
+
+from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import Registry
+
+from . import models
+
+CODEBASES = ('mmpretrain', 'mmdet', 'mmseg')
+
+
+def installed_model_registries() -> List[Registry]:
+    """The ``MODELS`` registries of the installed codebases."""
+    registries = []
+    for codebase in CODEBASES:
+        try:
+            registries.append(importlib.import_module(f'{codebase}.registry').MODELS)
+        except ImportError:
+            continue
+    return registries
+
+
+def _register(registry: Registry, cls: type, name: str) -> None:
+    existing = registry.module_dict.get(name)
+    if existing is cls:
+        return
+    if existing is not None:
+        raise KeyError(f'{registry.scope}.MODELS already has a different {name!r} '
+                       f'({existing.__module__}); sec_mm cannot register its own.')
+    registry.register_module(name=name, module=cls)
+
+
+def register_all_modules() -> None:
+    """Register every sec_mm model; idempotent."""
+    shared = {name: getattr(models, name)
+              for name in ('SECViT', 'SECAttention', 'SECViTBlock')}
+    for registry in installed_model_registries():
+        for name, cls in shared.items():
+            _register(registry, cls, name)
+        if registry.scope == 'mmpretrain':
+            _register(registry, models.SECViTClsHead, 'SECViTClsHead')
+    # Norm layers are built through mmengine's root registry from any scope; mmpretrain has
+    # its own 'LN2d', mmdet and mmseg do not.
+    if 'LN2d' not in MMENGINE_MODELS.module_dict:
+        _register(MMENGINE_MODELS, models.LayerNorm2d, 'LN2d')
