@@ -108,7 +108,7 @@ def _attend_in_chunks(q: Tensor, k: Tensor, v: Tensor, num_chunks: int,
 def _clustered_attention(q: Tensor, k: Tensor, v: Tensor, num_clusters: int,
                          scale: float) -> Tensor:
     """Attention inside the ``tensor_split`` clusters of already sorted tokens."""
-    length = q.shape[2]
+    length = int(q.shape[2])  # a plain int also under torch.jit.trace (FLOP counting)
     base, extra = divmod(length, num_clusters)
     if extra == 0:
         return _attend_in_chunks(q, k, v, num_clusters, scale)

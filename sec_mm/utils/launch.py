@@ -1,0 +1,174 @@
+"""From the options of ``tools/train.py`` / ``tools/test.py`` to an mmengine Runner.
+
+The same two tools drive mmdet, mmseg and mmpretrain configs; the codebase comes from the
+config's ``default_scope``. Options mean what they mean in that codebase's own tools; where
+the three differ (``--out``, ``--show-dir``, ``--tta``), the codebase's meaning is kept.
+"""
+import copy
+import importlib
+import logging
+import os.path as osp
+from typing import Optional
+
+from mmengine.config import Config, ConfigDict
+from mmengine.logging import print_log
+from mmengine.runner import Runner
+
+from .dist import adapt_cfg_to_device, init_distributed
+from .setup_env import codebase_of, register_checkpoint_safe_globals
+
+__all__ = ['load_config', 'apply_train_options', 'apply_test_options', 'build_runner',
+           'add_dump_metric']
+
+
+def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
+    """Read a config file and merge ``--cfg-options`` into it."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'Config file {path!r} does not exist.')
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    codebase_of(cfg)  # fail early on configs the tools cannot drive
+    return cfg
+
+
+def _set_work_dir(cfg: Config, config_path: str, work_dir: Optional[str]) -> None:
+    # Priority as in the stock tools: CLI > config > ./work_dirs/<config name>.
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+
+
+def apply_train_options(cfg: Config, config_path: str, launcher: str = 'none',
+                        work_dir: Optional[str] = None, amp: bool = False,
+                        resume: Optional[str] = None) -> Config:
+    """Apply the training tool's options to ``cfg`` (in place; also returned).
+
+    Args:
+        cfg: The loaded config.
+        config_path: Its file (names the default work dir).
+        launcher: ``'none'``, ``'pytorch'`` or ``'slurm'``.
+        work_dir: ``--work-dir``.
+        amp: ``--amp``: mixed precision through ``AmpOptimWrapper``.
+        resume: ``--resume``: ``'auto'`` resumes from the work dir's latest checkpoint, a
+            path resumes from that checkpoint, None starts fresh.
+    """
+    cfg.launcher = launcher
+    _set_work_dir(cfg, config_path, work_dir)
+    if amp:
+        wrapper_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
+        if wrapper_type == 'AmpOptimWrapper':
+            print_log('AMP training is already enabled in the config.', logger='current',
+                      level=logging.WARNING)
+        elif wrapper_type != 'OptimWrapper':
+            raise ValueError(f'--amp needs optim_wrapper.type OptimWrapper (it becomes '
+                             f'AmpOptimWrapper); the config has {wrapper_type!r}.')
+        else:
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif resume is not None:
+        if not osp.isfile(resume):
+            raise FileNotFoundError(f'--resume {resume}: no such checkpoint file (use '
+                                    '--resume without a path to resume from the work dir).')
+        cfg.resume = True
+        cfg.load_from = resume
+    return adapt_cfg_to_device(cfg, launcher)
+
+
+def _enable_visualization(cfg: Config, codebase: str, show: bool, show_dir: Optional[str],
+                          wait_time: float) -> None:
+    hooks = cfg.get('default_hooks', {})
+    if 'visualization' not in hooks:
+        raise ValueError('--show/--show-dir need a VisualizationHook in default_hooks; add '
+                         "default_hooks=dict(visualization=dict(type='"
+                         f"{'Det' if codebase == 'mmdet' else 'Seg' if codebase == 'mmseg' else ''}"
+                         "VisualizationHook')).")
+    hook = hooks['visualization']
+    if codebase == 'mmpretrain':
+        hook.update(enable=True, show=show, wait_time=wait_time, out_dir=show_dir)
+        return
+    hook['draw'] = True
+    if show:
+        hook.update(show=True, wait_time=wait_time)
+    if show_dir:
+        if codebase == 'mmdet':
+            hook['test_out_dir'] = show_dir  # under work_dir/<timestamp>/, as mmdet does
+        else:
+            cfg.visualizer['save_dir'] = show_dir
+
+
+def _flip_tta(cfg: Config, codebase: str) -> None:
+    if codebase == 'mmseg' and ('tta_model' not in cfg or 'tta_pipeline' not in cfg):
+        raise ValueError('--tta with an mmseg config needs `tta_model` and `tta_pipeline` in '
+                         "it (the stock 'mmseg::_base_/default_runtime.py' and dataset bases "
+                         'define them).')
+    if 'tta_model' not in cfg:
+        cfg.tta_model = (dict(type='DetTTAModel', tta_cfg=dict(
+            nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))
+            if codebase == 'mmdet' else dict(type='AverageClsScoreTTA'))
+    if 'tta_pipeline' not in cfg:
+        dataset = cfg.test_dataloader.dataset
+        while 'dataset' in dataset:  # wrappers such as ConcatDataset/RepeatDataset
+            dataset = dataset['dataset']
+        pipeline = copy.deepcopy(dataset.pipeline)
+        # Original and flipped image; the predictions are merged by the TTA model.
+        pipeline[-1] = dict(type='TestTimeAug', transforms=[
+            [dict(type='RandomFlip', prob=1.), dict(type='RandomFlip', prob=0.)],
+            [pipeline[-1]]])
+        cfg.tta_pipeline = pipeline
+    cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+
+
+def apply_test_options(cfg: Config, config_path: str, checkpoint: str, launcher: str = 'none',
+                       work_dir: Optional[str] = None, show: bool = False,
+                       show_dir: Optional[str] = None, wait_time: float = 2.,
+                       out: Optional[str] = None, tta: bool = False) -> Config:
+    """Apply the test tool's options to ``cfg`` (in place; also returned).
+
+    ``out`` is mmseg's output folder for predicted label maps; for mmdet and mmpretrain it is
+    the pickle file predictions are dumped to (see :func:`add_dump_metric`).
+    """
+    if not osp.isfile(checkpoint):
+        raise FileNotFoundError(f'Checkpoint {checkpoint!r} does not exist.')
+    codebase = codebase_of(cfg)
+    cfg.launcher = launcher
+    _set_work_dir(cfg, config_path, work_dir)
+    cfg.load_from = checkpoint
+    if show or show_dir:
+        _enable_visualization(cfg, codebase, show, show_dir, wait_time)
+    if tta:
+        _flip_tta(cfg, codebase)
+    if out is not None:
+        if codebase == 'mmseg':
+            cfg.test_evaluator['output_dir'] = out
+            cfg.test_evaluator['keep_results'] = True
+        elif not out.endswith(('.pkl', '.pickle')):
+            raise ValueError(f'--out must be a .pkl or .pickle file, got {out!r}.')
+    return adapt_cfg_to_device(cfg, launcher)
+
+
+def build_runner(cfg: Config) -> Runner:
+    """Start distributed (if launched so), then build the Runner the config asks for."""
+    register_checkpoint_safe_globals()
+    init_distributed(cfg.get('launcher', 'none'))
+    if 'runner_type' not in cfg:
+        return Runner.from_cfg(cfg)
+    registry = importlib.import_module(f'{codebase_of(cfg)}.registry')
+    return registry.RUNNERS.build(cfg)
+
+
+def add_dump_metric(runner: Runner, cfg: Config, out: Optional[str]) -> None:
+    """Dump the predictions to ``out`` (mmdet / mmpretrain ``--out``)."""
+    codebase = codebase_of(cfg)
+    if out is None or codebase == 'mmseg':
+        return
+    if codebase == 'mmdet':
+        from mmdet.evaluation import DumpDetResults as Dump
+    else:
+        from mmengine.evaluator import DumpResults as Dump
+    runner.test_evaluator.metrics.append(Dump(out_file_path=out))

@@ -1,0 +1,144 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sec_mm.ops import (resolve_num_clusters, sec_attention, sec_cluster_sizes, sec_order)
+
+
+def reference_sec_attention(q, k, v, num_clusters, scale=None):
+    """Direct float64 SEC attention: sort, cut with tensor_split, attend per cluster."""
+    q, k, v = q.double(), k.double(), v.double()
+    scale = q.shape[-1]**-0.5 if scale is None else scale
+    out = torch.empty(*q.shape[:3], v.shape[-1], dtype=torch.float64)
+    for b in range(q.shape[0]):
+        for h in range(q.shape[1]):
+            keys = k[b, h]
+            center = keys.mean(0)
+            sim = F.cosine_similarity(keys, center[None], dim=-1)
+            order = torch.sort(sim, stable=True).indices
+            for cluster in torch.tensor_split(order, num_clusters):
+                logits = q[b, h, cluster] @ keys[cluster].T * scale
+                out[b, h, cluster] = logits.softmax(-1) @ v[b, h, cluster]
+    return out
+
+
+def random_qkv(batch=2, heads=3, length=50, dim=8, seed=0, dtype=torch.float32):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, heads, length, dim, generator=gen, dtype=dtype) for _ in range(3)]
+
+
+@pytest.mark.parametrize('length,num_clusters', [(48, 4), (50, 4), (37, 5), (64, 8), (7, 3)])
+def test_matches_reference_num_clusters(length, num_clusters):
+    q, k, v = random_qkv(length=length)
+    out = sec_attention(q, k, v, num_clusters=num_clusters)
+    ref = reference_sec_attention(q, k, v, num_clusters)
+    assert out.shape == q.shape
+    torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('length,cluster_size', [(48, 12), (50, 12), (37, 10), (10, 3)])
+def test_matches_reference_cluster_size(length, cluster_size):
+    q, k, v = random_qkv(length=length)
+    out = sec_attention(q, k, v, cluster_size=cluster_size)
+    ref = reference_sec_attention(q, k, v, math.ceil(length / cluster_size))
+    torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_custom_scale_and_value_dim():
+    q, k, _ = random_qkv(length=30)
+    v = torch.randn(2, 3, 30, 5)
+    out = sec_attention(q, k, v, num_clusters=3, scale=0.3)
+    torch.testing.assert_close(
+        out.double(), reference_sec_attention(q, k, v, 3, scale=0.3), atol=1e-5, rtol=1e-5)
+    assert out.shape == (2, 3, 30, 5)
+
+
+@pytest.mark.parametrize('num_clusters', [1, 0, -1])
+def test_one_cluster_is_global_attention(num_clusters):
+    q, k, v = random_qkv(length=20)
+    out = sec_attention(q, k, v, num_clusters=num_clusters)
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v))
+
+
+def test_cluster_size_larger_than_sequence_is_global():
+    q, k, v = random_qkv(length=20)
+    torch.testing.assert_close(
+        sec_attention(q, k, v, cluster_size=64), F.scaled_dot_product_attention(q, k, v))
+
+
+def test_more_clusters_than_tokens_gives_one_token_each():
+    q, k, v = random_qkv(length=5)
+    # One token per cluster: every token attends only to itself, so the output is v.
+    torch.testing.assert_close(sec_attention(q, k, v, num_clusters=64), v)
+
+
+def test_clusters_are_independent_of_token_order():
+    """Permuting the input tokens permutes the output the same way (no positional cut)."""
+    q, k, v = random_qkv(length=40)
+    perm = torch.randperm(40, generator=torch.Generator().manual_seed(1))
+    out = sec_attention(q, k, v, num_clusters=4)
+    out_perm = sec_attention(q[:, :, perm], k[:, :, perm], v[:, :, perm], num_clusters=4)
+    torch.testing.assert_close(out_perm, out[:, :, perm], atol=1e-6, rtol=1e-5)
+
+
+def test_sort_is_stable_for_ties():
+    keys = torch.ones(1, 2, 9, 4)  # all similarities equal
+    assert torch.equal(sec_order(keys), torch.arange(9).expand(1, 2, 9))
+
+
+def test_order_is_ascending_cosine_similarity():
+    _, k, _ = random_qkv(length=25)
+    order = sec_order(k)
+    sim = F.cosine_similarity(k, k.mean(2, keepdim=True), dim=-1)
+    sorted_sim = torch.gather(sim, 2, order)
+    assert (sorted_sim[..., 1:] >= sorted_sim[..., :-1] - 1e-6).all()
+
+
+def test_cluster_sizes_follow_tensor_split():
+    for length, count in [(10, 3), (98, 32), (3136, 32), (7, 7)]:
+        expected = [len(c) for c in torch.tensor_split(torch.arange(length), count)]
+        assert sec_cluster_sizes(length, count) == expected
+
+
+def test_gradients_match_finite_differences():
+    q, k, v = (t.requires_grad_() for t in random_qkv(1, 2, 11, 4, dtype=torch.float64))
+    assert torch.autograd.gradcheck(
+        lambda q, k, v: sec_attention(q, k, v, num_clusters=3), (q, k, v))
+
+
+def test_gradients_match_reference():
+    q, k, v = (t.requires_grad_() for t in random_qkv(length=26, dtype=torch.float64))
+    sec_attention(q, k, v, num_clusters=4).square().sum().backward()
+    grads = [t.grad.clone() for t in (q, k, v)]
+    q2, k2, v2 = (t.detach().clone().requires_grad_() for t in (q, k, v))
+    reference_sec_attention(q2, k2, v2, 4).square().sum().backward()
+    for grad, ref in zip(grads, (q2.grad, k2.grad, v2.grad)):
+        torch.testing.assert_close(grad, ref)
+
+
+def test_needs_exactly_one_cluster_mode():
+    q, k, v = random_qkv(length=8)
+    with pytest.raises(ValueError, match='exactly one of `num_clusters`'):
+        sec_attention(q, k, v)
+    with pytest.raises(ValueError, match='exactly one of `num_clusters`'):
+        sec_attention(q, k, v, num_clusters=2, cluster_size=4)
+    with pytest.raises(ValueError, match='positive integer'):
+        sec_attention(q, k, v, cluster_size=0)
+
+
+def test_rejects_wrong_rank_and_mismatched_shapes():
+    q, k, v = random_qkv(length=8)
+    with pytest.raises(ValueError, match=r'\(B, heads, L, d\)'):
+        sec_attention(q[0], k[0], v[0], num_clusters=2)
+    with pytest.raises(ValueError, match='same shape'):
+        sec_attention(q, k[:, :, :6], v, num_clusters=2)
+
+
+def test_resolve_num_clusters():
+    assert resolve_num_clusters(3136, num_clusters=32) == 32
+    assert resolve_num_clusters(3136, cluster_size=98) == 32
+    assert resolve_num_clusters(3137, cluster_size=98) == 33
+    assert resolve_num_clusters(49, cluster_size=98) == 1
+    assert resolve_num_clusters(5, num_clusters=8) == 5
