@@ -42,8 +42,15 @@ def register_all_modules() -> None:
     for registry in installed_model_registries():
         for name, cls in shared.items():
             _register(registry, cls, name)
+        # SEC variants of mmpretrain's Swin and ViT subclass them: present with mmpretrain.
+        for name in ('SECSwinTransformer', 'SECVisionTransformer', 'SECMultiheadAttention'):
+            if hasattr(models, name):
+                _register(registry, getattr(models, name), name)
         if registry.scope == 'mmpretrain':
             _register(registry, models.SECViTClsHead, 'SECViTClsHead')
+            _register(registry, models.SECConnector, 'SECConnector')
+            if hasattr(models, 'SECLlava'):  # needs transformers
+                _register(registry, models.SECLlava, 'SECLlava')
     # Norm layers are built through mmengine's root registry from any scope; mmpretrain has
     # its own 'LN2d', mmdet and mmseg do not.
     if 'LN2d' not in MMENGINE_MODELS.module_dict:

@@ -1,8 +1,10 @@
 """Pure PyTorch operators (no OpenMMLab imports)."""
 from .sec_attention import (gather_tokens, resolve_num_clusters, restore_tokens,
                             sec_attention, sec_cluster_sizes, sec_order)
+from .sec_merge import SEC_MERGE_MODES, sec_merge_attention, sec_merge_groups
 
 __all__ = [
     'sec_attention', 'sec_order', 'sec_cluster_sizes', 'resolve_num_clusters',
-    'gather_tokens', 'restore_tokens'
+    'gather_tokens', 'restore_tokens', 'SEC_MERGE_MODES', 'sec_merge_groups',
+    'sec_merge_attention'
 ]
