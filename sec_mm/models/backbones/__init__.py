@@ -1,3 +1,11 @@
+import importlib.util
+
 from .secvit import SECViT
 
 __all__ = ['SECViT']
+
+if importlib.util.find_spec('mmpretrain') is not None:
+    # SEC-Swin and SEC-DeiT subclass mmpretrain's Swin and ViT.
+    from .sec_swin import SECSwinTransformer  # noqa: F401
+    from .sec_vit import SECVisionTransformer  # noqa: F401
+    __all__ += ['SECSwinTransformer', 'SECVisionTransformer']

@@ -1,3 +1,5 @@
+import importlib.util
+
 from .conv_ffn import ConvFFN
 from .norm import LayerNorm2d
 from .rope import RotaryEmbedding2d, apply_rope, rotate_pairs
@@ -8,3 +10,8 @@ __all__ = [
     'ConvFFN', 'LayerNorm2d', 'RotaryEmbedding2d', 'apply_rope', 'rotate_pairs',
     'SECAttention', 'SECViTBlock'
 ]
+
+if importlib.util.find_spec('mmpretrain') is not None:
+    # Subclasses mmpretrain's MultiheadAttention.
+    from .sec_multihead_attention import SECMultiheadAttention  # noqa: F401
+    __all__.append('SECMultiheadAttention')

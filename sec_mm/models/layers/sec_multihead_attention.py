@@ -1,0 +1,190 @@
+"""SEC attention on token sequences ``(B, N, C)``: the layout of mmpretrain's Swin and ViT."""
+from typing import Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmpretrain.models.utils import MultiheadAttention
+from torch import Tensor
+
+from sec_mm.ops import (gather_tokens, resolve_num_clusters, restore_tokens, sec_attention,
+                        sec_cluster_sizes, sec_order)
+from .rope import RotaryEmbedding2d, apply_rope
+
+
+class SECMultiheadAttention(MultiheadAttention):
+    """Multi-head Semantic Equitable Clustering attention on token sequences.
+
+    mmpretrain's :class:`~mmpretrain.models.utils.MultiheadAttention` (same ``qkv``, ``proj``,
+    ``gamma1`` layer scale and ``out_drop`` stochastic depth, so its checkpoints load) whose
+    global attention is replaced by SEC attention (:func:`sec_mm.ops.sec_attention`): the image
+    tokens of every (batch item, head) are sorted by the cosine similarity of their key to the
+    mean key, cut into equal clusters, and attend inside their cluster.
+
+    Extra tokens (a ViT's class token) stay global, in both directions: each extra token
+    attends to every token, and every image token attends to its cluster *plus* all extra
+    tokens. The extra tokens take no part in the sorting (the mean key is that of the image
+    tokens), so clusters are the same as without them. With one cluster this is exactly
+    mmpretrain's global attention.
+
+    Optionally, as in the SECViT release, 2-D RoPE rotates the image tokens' queries and keys
+    and LCE (a depthwise conv of the image tokens' values) is added to the attention output;
+    both need ``hw_shape``.
+
+    Args:
+        embed_dims (int): Channels ``C``.
+        num_heads (int): Attention heads; ``C`` must be divisible by it.
+        num_clusters (int, optional): Clusters of image tokens per (image, head); ``<= 1``
+            means global attention.
+        cluster_size (int, optional): Image tokens per cluster instead, so the count becomes
+            ``ceil(H * W / cluster_size)``. Exactly one of the two is given.
+        num_extra_tokens (int): Leading tokens that are not image tokens (1 for a class
+            token). Defaults to 0.
+        use_rope (bool): 2-D RoPE on the image tokens' q and k. Defaults to False.
+        use_lce (bool): Local context enhancement. Defaults to False.
+        lce_kernel_size (int): Kernel of the LCE depthwise conv. Defaults to 5.
+        qkv_bias (bool): Bias of the qkv projection. Defaults to True.
+        qk_scale (float, optional): Logit scale; ``head_dims ** -0.5`` if None.
+        proj_bias (bool): Bias of the output projection. Defaults to True.
+        proj_drop (float): Dropout after the output projection. Defaults to 0.
+        dropout_layer (dict): Applied to the output (stochastic depth). Defaults to no drop.
+        layer_scale_init_value (float): Layer scale ``gamma1``; 0 disables it. Defaults to 0.
+        init_cfg (dict, optional): Initialisation config.
+
+    Shape:
+        - x: ``(B, num_extra_tokens + H * W, C)``, image tokens in row-major ``(h, w)`` order.
+        - output: same as ``x``.
+    """
+
+    def __init__(self,
+                 embed_dims: int,
+                 num_heads: int,
+                 num_clusters: Optional[int] = None,
+                 cluster_size: Optional[int] = None,
+                 num_extra_tokens: int = 0,
+                 use_rope: bool = False,
+                 use_lce: bool = False,
+                 lce_kernel_size: int = 5,
+                 qkv_bias: bool = True,
+                 qk_scale: Optional[float] = None,
+                 attn_drop: float = 0.,
+                 proj_drop: float = 0.,
+                 dropout_layer: dict = dict(type='Dropout', drop_prob=0.),
+                 proj_bias: bool = True,
+                 layer_scale_init_value: float = 0.,
+                 init_cfg: Optional[dict] = None) -> None:
+        if embed_dims % num_heads != 0:
+            raise ValueError(
+                f'embed_dims ({embed_dims}) must be divisible by num_heads ({num_heads}).')
+        if attn_drop:
+            raise ValueError(
+                f'SEC attention has no dropout on attention weights; got attn_drop={attn_drop}. '
+                'Set the attention dropout (e.g. attn_drop_rate) to 0.')
+        if num_extra_tokens < 0:
+            raise ValueError(f'num_extra_tokens must be >= 0, got {num_extra_tokens}.')
+        # Fail at build time, not at the first forward, on a bad cluster setting.
+        resolve_num_clusters(1, num_clusters, cluster_size)
+        super().__init__(
+            embed_dims,
+            num_heads,
+            proj_drop=proj_drop,
+            dropout_layer=dropout_layer,
+            qkv_bias=qkv_bias,
+            proj_bias=proj_bias,
+            layer_scale_init_value=layer_scale_init_value,
+            init_cfg=init_cfg)
+        self.num_clusters = num_clusters
+        self.cluster_size = cluster_size
+        self.num_extra_tokens = num_extra_tokens
+        self.scale = qk_scale or self.head_dims**-0.5
+        self.rope = RotaryEmbedding2d(self.head_dims) if use_rope else None
+        self.lce = nn.Conv2d(
+            embed_dims, embed_dims, lce_kernel_size, padding=lce_kernel_size // 2,
+            groups=embed_dims) if use_lce else None
+
+    def extra_repr(self) -> str:
+        mode = (f'num_clusters={self.num_clusters}' if self.cluster_size is None else
+                f'cluster_size={self.cluster_size}')
+        return (f'embed_dims={self.embed_dims}, num_heads={self.num_heads}, {mode}, '
+                f'num_extra_tokens={self.num_extra_tokens}')
+
+    def forward(self, x: Tensor, hw_shape: Optional[Sequence[int]] = None) -> Tensor:
+        """Apply SEC attention.
+
+        Args:
+            x (Tensor): ``(B, N, C)`` tokens, the extra tokens first.
+            hw_shape (tuple[int, int], optional): ``(H, W)`` of the image tokens. Needed for
+                RoPE and LCE; checked against ``N`` when given.
+
+        Returns:
+            Tensor: ``(B, N, C)``.
+        """
+        if x.dim() != 3 or x.shape[-1] != self.embed_dims:
+            raise ValueError(f'SECMultiheadAttention expects tokens of shape (B, N, '
+                             f'{self.embed_dims}), got {tuple(x.shape)}.')
+        batch, length, _ = x.shape
+        extra = self.num_extra_tokens
+        if hw_shape is not None and extra + hw_shape[0] * hw_shape[1] != length:
+            raise ValueError(f'{length} tokens do not fit hw_shape {tuple(hw_shape)} plus '
+                             f'{extra} extra tokens.')
+        if hw_shape is None and (self.rope is not None or self.lce is not None):
+            raise ValueError('RoPE and LCE need the image size: call with hw_shape=(H, W).')
+
+        q, k, v = self.qkv(x).reshape(batch, length, 3, self.num_heads,
+                                      self.head_dims).permute(2, 0, 3, 1, 4).unbind(0)
+        if self.rope is not None:
+            sin, cos = self.rope(*hw_shape)
+            sin, cos = sin.to(q.dtype), cos.to(q.dtype)
+            q = torch.cat([q[:, :, :extra], apply_rope(q[:, :, extra:], sin, cos)], dim=2)
+            k = torch.cat([k[:, :, :extra], apply_rope(k[:, :, extra:], sin, cos)], dim=2)
+
+        out = self._attend(q, k, v)  # (B, heads, N, d)
+        out = out.transpose(1, 2).reshape(batch, length, self.embed_dims)
+        if self.lce is not None:
+            # Values of the image tokens as a (B, C, H, W) map, channels in (heads, d) order.
+            image_v = v[:, :, extra:].transpose(-1, -2).reshape(batch, self.embed_dims,
+                                                                *hw_shape)
+            lce = self.lce(image_v).flatten(2).transpose(1, 2)
+            out = torch.cat([out[:, :extra], out[:, extra:] + lce], dim=1)
+
+        out = self.proj(out)
+        return self.out_drop(self.gamma1(self.proj_drop(out)))
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """SEC attention of ``(B, heads, N, d)`` q, k, v with the extra tokens global."""
+        extra = self.num_extra_tokens
+        num_image = int(q.shape[2]) - extra  # a plain int also under torch.jit.trace
+        count = resolve_num_clusters(num_image, self.num_clusters, self.cluster_size)
+        if count == 1:
+            return F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        if extra == 0:
+            return sec_attention(q, k, v, num_clusters=count, scale=self.scale)
+
+        # The extra tokens' queries see everything.
+        extra_out = F.scaled_dot_product_attention(q[:, :, :extra], k, v, scale=self.scale)
+        image_q, image_k, image_v = q[:, :, extra:], k[:, :, extra:], v[:, :, extra:]
+        order = sec_order(image_k)
+        image_out = self._clusters_with_extra_kv(
+            gather_tokens(image_q, order), gather_tokens(image_k, order),
+            gather_tokens(image_v, order), k[:, :, :extra], v[:, :, :extra], count)
+        return torch.cat([extra_out, restore_tokens(image_out, order)], dim=2)
+
+    def _clusters_with_extra_kv(self, q: Tensor, k: Tensor, v: Tensor, extra_k: Tensor,
+                                extra_v: Tensor, count: int) -> Tensor:
+        """Attention inside the clusters of sorted image tokens, each cluster also seeing the
+        extra tokens' keys and values (prepended to every cluster)."""
+        num_image = int(q.shape[2])  # a plain int also under torch.jit.trace
+        sizes = sec_cluster_sizes(num_image, count)
+        outs, start = [], 0
+        # At most two cluster sizes (they differ by one): one batched call per size.
+        for size in sorted(set(sizes), reverse=True):
+            clusters = sizes.count(size)
+            stop = start + clusters * size
+            q_c, k_c, v_c = (t[:, :, start:stop].unflatten(2, (clusters, size))
+                             for t in (q, k, v))
+            k_c = torch.cat([extra_k.unsqueeze(2).expand(-1, -1, clusters, -1, -1), k_c], 3)
+            v_c = torch.cat([extra_v.unsqueeze(2).expand(-1, -1, clusters, -1, -1), v_c], 3)
+            out = F.scaled_dot_product_attention(q_c, k_c, v_c, scale=self.scale)
+            outs.append(out.flatten(2, 3))
+            start = stop
+        return torch.cat(outs, dim=2)
