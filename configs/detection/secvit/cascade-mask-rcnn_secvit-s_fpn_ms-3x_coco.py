@@ -1,0 +1,82 @@
+# Cascade Mask R-CNN with a SECViT-S backbone, 3x schedule (36 epochs) with multi-scale
+# training (shorter side 480-800). The box heads are the 4conv-1fc GIoU heads that Swin's and
+# ConvNeXt's Cascade Mask R-CNN use. The base of the SECViT Cascade Mask R-CNN family.
+_base_ = [
+    'mmdet::_base_/models/cascade-mask-rcnn_r50_fpn.py',
+    'mmdet::_base_/datasets/coco_instance.py',
+    'mmdet::_base_/schedules/schedule_1x.py',
+    'mmdet::_base_/default_runtime.py'
+]
+custom_imports = dict(imports=['sec_mm'], allow_failed_imports=False)
+
+# Box regression targets of the three cascade stages (tighter at every stage).
+stage_target_stds = [[0.1, 0.1, 0.2, 0.2], [0.05, 0.05, 0.1, 0.1],
+                     [0.033, 0.033, 0.067, 0.067]]
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='SECViT',
+        arch='s',
+        num_clusters=(32, 8, 2, -1),
+        drop_path_rate=0.15,
+        out_indices=(0, 1, 2, 3),
+        out_norm_cfg=dict(type='LN2d', eps=1e-6),
+        # The ImageNet-1k weights converted to mmpretrain keys (see the README).
+        init_cfg=dict(
+            type='Pretrained',
+            checkpoint='checkpoints/secvit-s_in1k_mm.pth',
+            prefix='backbone.')),
+    neck=dict(in_channels=[64, 128, 256, 512]),
+    roi_head=dict(bbox_head=[
+        dict(
+            type='ConvFCBBoxHead',
+            num_shared_convs=4,
+            num_shared_fcs=1,
+            in_channels=256,
+            conv_out_channels=256,
+            fc_out_channels=1024,
+            roi_feat_size=7,
+            num_classes=80,
+            bbox_coder=dict(
+                type='DeltaXYWHBBoxCoder',
+                target_means=[0., 0., 0., 0.],
+                target_stds=stds),
+            reg_class_agnostic=False,
+            reg_decoded_bbox=True,
+            norm_cfg=dict(type='SyncBN', requires_grad=True),
+            loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
+            loss_bbox=dict(type='GIoULoss', loss_weight=10.0))
+        for stds in stage_target_stds
+    ]))
+
+train_pipeline = [
+    dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(
+        type='RandomChoiceResize',
+        scales=[(1333, short) for short in range(480, 801, 32)],
+        keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs')
+]
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+
+# AdamW, lr 1e-4, weight decay 0.05, no weight decay on normalization layers.
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(
+        _delete_=True, type='AdamW', lr=0.0001, betas=(0.9, 0.999), weight_decay=0.05),
+    paramwise_cfg=dict(norm_decay_mult=0.))
+
+max_epochs = 36
+train_cfg = dict(max_epochs=max_epochs)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=1000),
+    dict(
+        type='MultiStepLR',
+        begin=0,
+        end=max_epochs,
+        by_epoch=True,
+        milestones=[27, 33],
+        gamma=0.1)
+]
