@@ -1,0 +1,319 @@
+"""Time and memory of LLaVA with fewer image tokens: vision encoder + connector + LLM prefill.
+
+For every model size and every number of image tokens ``G`` this builds the real mmpretrain
+LLaVA (``G = 576``: the stock ``Llava`` with its MLP projector) or ``SECLlava`` (``G < 576``: the
+SEC connector) with random weights (a CLIP-like mmpretrain ``VisionTransformer`` at 336 px /
+patch 14, i.e. 576 patch tokens, and a random LLaMA from a ``transformers`` config with a
+32000-word vocabulary), and times one image plus a ``--prompt-length``-token prompt:
+
+- ``vision``: the vision encoder; ``connector``: MLP projector or SEC connector;
+- ``prefill``: the language model's first forward (with KV cache) on prompt + image tokens;
+- ``total``: the whole ``LlavaLlamaForCausalLM`` forward that generation starts with.
+
+Peak memory is the extra memory of one ``total`` forward: on CUDA ``max_memory_allocated``,
+on CPU the rise of the process's peak resident memory (``VmHWM``, reset through
+``/proc/self/clear_refs``); each (size, G) runs in a fresh process so the numbers do not
+depend on what ran before (``--in-process`` skips that, e.g. for quick checks).
+
+The table goes to stdout and into its own section of ``benchmarks/results.md`` (between
+``<!-- BEGIN sec_connector -->`` and ``<!-- END sec_connector -->``; the rest of the file is
+kept). Example::
+
+    python tools/analysis_tools/benchmark_connector.py --sizes tiny medium
+"""
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+SECTION_BEGIN = '<!-- BEGIN sec_connector -->'
+SECTION_END = '<!-- END sec_connector -->'
+IMAGE_SIZE, PATCH_SIZE = 336, 14  # LLaVA-1.5: 576 patch tokens
+NUM_PATCHES = (IMAGE_SIZE // PATCH_SIZE)**2
+
+# Random stand-ins for LLaVA-1.5's parts, small enough for a CPU.
+SIZES = {
+    'tiny': dict(
+        vision=dict(embed_dims=192, num_layers=2, num_heads=3, feedforward_channels=768),
+        llm=dict(hidden_size=256, intermediate_size=688, num_hidden_layers=2,
+                 num_attention_heads=4)),
+    'medium': dict(
+        vision=dict(embed_dims=384, num_layers=6, num_heads=6, feedforward_channels=1536),
+        llm=dict(hidden_size=1024, intermediate_size=2752, num_hidden_layers=8,
+                 num_attention_heads=16)),
+}
+VOCAB_SIZE = 32000
+
+
+def write_local_llm(folder: str, llm: dict) -> None:
+    """A LLaMA config and a 32000-word tokenizer that ``from_pretrained`` reads locally."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, PreTrainedTokenizerFast
+
+    words = ['<unk>', '<s>', '</s>'] + [f'w{i}' for i in range(VOCAB_SIZE - 3)]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token='<unk>'))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token='<s>', eos_token='</s>', unk_token='<unk>',
+        pad_token='<unk>').save_pretrained(folder)
+    LlamaConfig(vocab_size=VOCAB_SIZE, max_position_embeddings=2048, **llm).save_pretrained(folder)
+
+
+def build_model(size: str, num_tokens: int, folder: str):
+    import sec_mm  # noqa: F401  (registers SECLlava / SECConnector)
+    from mmpretrain.registry import MODELS
+
+    arch = SIZES[size]
+    cfg = dict(
+        type='Llava',
+        tokenizer=dict(type='AutoTokenizer', name_or_path=folder),
+        vision_encoder=dict(
+            type='VisionTransformer', arch=arch['vision'], img_size=IMAGE_SIZE,
+            patch_size=PATCH_SIZE, pre_norm=True, final_norm=False, out_type='raw'),
+        mm_hidden_size=arch['vision']['embed_dims'],
+        use_im_patch=False,
+        use_im_start_end=False,
+        mm_proj_depth=2,
+        lang_encoder=dict(type='AutoModelForCausalLM', name_or_path=folder),
+        task='vqa',
+        prompt_tmpl='<image>')
+    if num_tokens != NUM_PATCHES:
+        cfg.update(type='SECLlava', connector=dict(
+            type='SECConnector', num_tokens=num_tokens,
+            num_heads=arch['vision']['num_heads']))
+    return MODELS.build(cfg).eval()
+
+
+def median_time(fn: Callable[[], object], repeats: int, warmup: int, device: str) -> float:
+    """Median wall time of ``fn`` in milliseconds."""
+    times = []
+    for i in range(warmup + repeats):
+        if device.startswith('cuda'):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.startswith('cuda'):
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def _proc_status_kib(field: str) -> int:
+    with open('/proc/self/status') as status:
+        for line in status:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def peak_extra_memory_mib(fn: Callable[[], object], device: str) -> Optional[float]:
+    """Extra memory at the peak of one call of ``fn``, in MiB (None if not measurable)."""
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - before) / 2**20
+    try:
+        with open('/proc/self/clear_refs', 'w') as refs:
+            refs.write('5')  # reset VmHWM to the current resident size
+        before = _proc_status_kib('VmRSS')
+        fn()
+        return (_proc_status_kib('VmHWM') - before) / 1024
+    except (OSError, KeyError):  # not Linux, or /proc not writable
+        return None
+
+
+def measure(size: str, num_tokens: int, args) -> Dict[str, float]:
+    """One row of the table: times (ms) and peak memory (MiB) for one size and one G."""
+    torch.manual_seed(0)
+    device = args.device
+    with tempfile.TemporaryDirectory() as folder:
+        write_local_llm(folder, SIZES[size]['llm'])
+        model = build_model(size, num_tokens, folder).to(device)
+    llava = model.model  # mmpretrain's LlavaLlamaForCausalLM
+    batch = args.batch_size
+    images = torch.randn(batch, 3, IMAGE_SIZE, IMAGE_SIZE, device=device)
+    # Prompt: the image placeholder (-200) first, then the text tokens.
+    text = torch.randint(3, VOCAB_SIZE, (batch, args.prompt_length), device=device)
+    input_ids = torch.cat([text.new_full((batch, 1), -200), text], dim=1)
+    attention_mask = torch.ones_like(input_ids)
+
+    with torch.no_grad():
+        patches = llava.vision_tower(images)[-1][:, 1:]
+        image_tokens = llava.lang_encoder.model.mm_projector(patches)
+        embeds = torch.cat([image_tokens, llava.embed_tokens(text)], dim=1)
+
+        def vision():
+            return llava.vision_tower(images)
+
+        def connector():
+            return llava.lang_encoder.model.mm_projector(patches)
+
+        def prefill():
+            return llava.lang_encoder(inputs_embeds=embeds, use_cache=True)
+
+        def total():
+            return llava(input_ids=input_ids, attention_mask=attention_mask, images=images,
+                         use_cache=True)
+
+        row = dict(
+            size=size,
+            num_tokens=num_tokens,
+            llm_tokens=embeds.shape[1],
+            hidden_size=SIZES[size]['llm']['hidden_size'],
+            num_layers=SIZES[size]['llm']['num_hidden_layers'],
+            vision_ms=median_time(vision, args.repeats, args.warmup, device),
+            connector_ms=median_time(connector, args.repeats, args.warmup, device),
+            prefill_ms=median_time(prefill, args.repeats, args.warmup, device),
+            total_ms=median_time(total, args.repeats, args.warmup, device),
+            peak_mib=peak_extra_memory_mib(total, device))
+    return row
+
+
+def run_isolated(size: str, num_tokens: int, args) -> Dict[str, float]:
+    """:func:`measure` in a fresh Python process (independent memory and allocator state)."""
+    command = [sys.executable, __file__, '--worker', size, str(num_tokens),
+               '--device', args.device, '--batch-size', str(args.batch_size),
+               '--prompt-length', str(args.prompt_length), '--repeats', str(args.repeats),
+               '--warmup', str(args.warmup)]
+    if args.threads:
+        command += ['--threads', str(args.threads)]
+    run = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    if run.returncode != 0:
+        raise RuntimeError(f'benchmark worker {size} G={num_tokens} failed:\n{run.stderr}')
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def format_table(rows: List[Dict[str, float]], args) -> str:
+    baseline = {r['size']: r for r in rows if r['num_tokens'] == NUM_PATCHES}
+    lines = [
+        '| model (LLM hidden / layers) | image tokens G | LLM tokens | vision ms | connector ms '
+        '| LLM prefill ms | total ms | prefill speed-up | total speed-up | peak extra MiB |',
+        '|---|---|---|---|---|---|---|---|---|---|',
+    ]
+    for r in rows:
+        base = baseline.get(r['size'])
+        prefill_up = f"{base['prefill_ms'] / r['prefill_ms']:.2f}x" if base else '-'
+        total_up = f"{base['total_ms'] / r['total_ms']:.2f}x" if base else '-'
+        connector = 'MLP' if r['num_tokens'] == NUM_PATCHES else 'SEC'
+        peak = '-' if r['peak_mib'] is None else f"{r['peak_mib']:.0f}"
+        lines.append(
+            f"| {r['size']} ({r['hidden_size']} / {r['num_layers']}) | {r['num_tokens']} "
+            f"({connector}) | {r['llm_tokens']} | {r['vision_ms']:.1f} | "
+            f"{r['connector_ms']:.1f} | {r['prefill_ms']:.1f} | {r['total_ms']:.1f} | "
+            f'{prefill_up} | {total_up} | {peak} |')
+    return '\n'.join(lines)
+
+
+def acceptance(rows: List[Dict[str, float]], prompt_length: int) -> List[str]:
+    """The issue's target: G=144 prefill >= 2x faster than G=576 on a >=512 x >=4 LLaMA."""
+    notes = []
+    for size in dict.fromkeys(r['size'] for r in rows):
+        by_tokens = {r['num_tokens']: r for r in rows if r['size'] == size}
+        if NUM_PATCHES not in by_tokens or 144 not in by_tokens:
+            continue
+        big = by_tokens[144]['hidden_size'] >= 512 and by_tokens[144]['num_layers'] >= 4
+        speedup = by_tokens[NUM_PATCHES]['prefill_ms'] / by_tokens[144]['prefill_ms']
+        verdict = ('met' if speedup >= 2 else 'NOT met') if big and prompt_length == 64 else \
+            'not applicable (needs hidden >= 512, >= 4 layers, 64-token prompt)'
+        notes.append(f'- {size}: prefill 576 -> 144 tokens is {speedup:.2f}x faster; '
+                     f'target >= 2x: {verdict}.')
+    return notes
+
+
+def write_section(path: Path, body: str) -> None:
+    """Replace (or append) this tool's section of ``path``, keeping everything else."""
+    section = f'{SECTION_BEGIN}\n{body.rstrip()}\n{SECTION_END}\n'
+    text = path.read_text() if path.exists() else '# Benchmarks\n'
+    if SECTION_BEGIN in text and SECTION_END in text:
+        head, rest = text.split(SECTION_BEGIN, 1)
+        tail = rest.split(SECTION_END, 1)[1].lstrip('\n')
+        text = head + section + ('\n' + tail if tail else '')
+    else:
+        text = text.rstrip('\n') + '\n\n' + section
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--sizes', nargs='+', default=['tiny', 'medium'], choices=list(SIZES))
+    parser.add_argument('--tokens', nargs='+', type=int, default=[576, 288, 144],
+                        help='image tokens G handed to the LLM (576 = stock MLP projector)')
+    parser.add_argument('--prompt-length', type=int, default=64, help='text tokens')
+    parser.add_argument('--batch-size', type=int, default=1)
+    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--warmup', type=int, default=1)
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
+    parser.add_argument('--output', type=Path, default=ROOT / 'benchmarks' / 'results.md',
+                        help='markdown file whose sec_connector section is (re)written')
+    parser.add_argument('--no-write', action='store_true', help='print only')
+    parser.add_argument('--in-process', action='store_true',
+                        help='measure every row in this process (faster, memory less exact)')
+    parser.add_argument('--worker', nargs=2, metavar=('SIZE', 'G'), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    bad = [g for g in args.tokens if not 1 <= g <= NUM_PATCHES]
+    if bad:
+        parser.error(f'--tokens must be between 1 and {NUM_PATCHES} (the patch tokens), got {bad}')
+    return args
+
+
+def main(argv=None) -> str:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.worker:
+        print(json.dumps(measure(args.worker[0], int(args.worker[1]), args)))
+        return ''
+
+    rows = []
+    for size in args.sizes:
+        for num_tokens in args.tokens:
+            row = (measure if args.in_process else run_isolated)(size, num_tokens, args)
+            rows.append(row)
+            print(f"{size} G={num_tokens}: prefill {row['prefill_ms']:.1f} ms, "
+                  f"total {row['total_ms']:.1f} ms", file=sys.stderr)
+
+    command = ' '.join(['python', 'tools/analysis_tools/benchmark_connector.py'] +
+                       [a for a in (argv if argv is not None else sys.argv[1:])])
+    body = '\n'.join([
+        '## SEC vision-language connector: LLaVA image tokens vs. speed',
+        '',
+        f'Random-weight LLaVA (mmpretrain `Llava` with its MLP projector for G = 576, '
+        f'`SECLlava` otherwise), one {IMAGE_SIZE} px image ({NUM_PATCHES} patch tokens) + '
+        f'{args.prompt_length} prompt tokens, batch {args.batch_size}, device `{args.device}`, '
+        f'{torch.get_num_threads()} threads, torch {torch.__version__}; median of '
+        f'{args.repeats} runs after {args.warmup} warm-up; '
+        f"{datetime.date.today().isoformat()}. Vision encoders: tiny = ViT 192 x 2 layers, "
+        'medium = ViT 384 x 6 layers; LLMs: random LLaMA, 32000-word vocabulary. '
+        '"peak extra MiB": extra memory at the peak of one total forward.',
+        '',
+        format_table(rows, args),
+        '',
+        *acceptance(rows, args.prompt_length),
+        '',
+        f'Command: `{command}`',
+    ])
+    print(body)
+    if not args.no_write:
+        write_section(args.output, body)
+        print(f'\nwritten to {args.output}', file=sys.stderr)
+    return body
+
+
+if __name__ == '__main__':
+    main()
