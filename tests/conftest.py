@@ -21,3 +21,27 @@ def reference_dir() -> Path:
         raise FileNotFoundError(f'{path} is missing: the reference data lives in ../shared '
                                 'beside the repository.')
     return path
+
+
+def load_toy_dataset_module():
+    """tools/misc/make_toy_datasets.py as a module (tools/ is not a package)."""
+    import importlib.util
+    path = REPO_ROOT / 'tools' / 'misc' / 'make_toy_datasets.py'
+    spec = importlib.util.spec_from_file_location('make_toy_datasets', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# Small enough for CPU tests, large enough for SECViT's four strides and a few objects.
+TOY_DATA_SETTINGS = dict(num_train=6, num_val=4, image_size=128, seed=0)
+
+
+@pytest.fixture(scope='session')
+def toy_data_root(tmp_path_factory) -> Path:
+    """A folder with ``toy_coco``, ``toy_ade`` and ``toy_imagenet`` (see
+    tools/misc/make_toy_datasets.py): ``TOY_DATA_SETTINGS`` images, made once per session."""
+    module = load_toy_dataset_module()
+    root = tmp_path_factory.mktemp('toy_data')
+    module.make_toy_datasets(module.KINDS, root, **TOY_DATA_SETTINGS)
+    return root

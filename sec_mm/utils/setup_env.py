@@ -1,13 +1,18 @@
 """Process set-up shared by the train and test tools.
 
 - :func:`register_checkpoint_safe_globals`: since torch 2.6, ``torch.load`` defaults to
-  ``weights_only=True`` and refuses mmengine's own checkpoints (they pickle the message hub's
-  ``HistoryBuffer`` and numpy arrays), so ``--resume``, ``load_from`` and ``tools/test.py``
-  fail. Registering exactly those classes as safe keeps the weights-only protection for
-  everything else (narrower than ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``).
+  ``weights_only=True`` and refuses mmengine's own checkpoints, so ``--resume``, ``load_from``
+  and ``tools/test.py`` fail. The message hub in a checkpoint pickles ``HistoryBuffer``
+  objects, numpy arrays, and bound methods through ``builtins.getattr``; allowing ``getattr``
+  would re-open arbitrary code execution, so instead checkpoints written by our processes
+  pickle a ``HistoryBuffer`` by its data only (a ``copyreg`` reducer), and exactly the
+  classes that then remain are registered as safe (narrower than
+  ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``, which turns the protection off).
 - :func:`codebase_of`: which OpenMMLab codebase a config belongs to.
 """
+import copyreg
 import importlib
+import pickle
 from typing import List
 
 import numpy as np
@@ -40,11 +45,37 @@ def checkpoint_safe_globals() -> List[object]:
     return found
 
 
+def _reduce_history_buffer(buffer):
+    # The data only: no numpy arrays and no bound methods (which pickle via getattr); the
+    # default statistics methods are set again by __init__.
+    return type(buffer), (buffer._log_history.tolist(), buffer._count_history.tolist(),
+                          buffer.max_length)
+
+
+_LOCAL_HINT = ('\nThe checkpoint holds objects torch.load(weights_only=True) does not allow '
+               '(it was probably written by a tool other than sec_mm\'s tools/train.py). If '
+               'you trust the file, set TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 and run again.')
+
+
+def _load_from_local_with_hint(filename, map_location):
+    from mmengine.runner.checkpoint import load_from_local
+    try:
+        return load_from_local(filename, map_location)
+    except pickle.UnpicklingError as error:
+        raise pickle.UnpicklingError(f'{filename}: {error}{_LOCAL_HINT}') from error
+
+
 def register_checkpoint_safe_globals() -> None:
     """Let ``torch.load(weights_only=True)`` read mmengine checkpoints; idempotent.
 
-    Does nothing on torch versions without ``add_safe_globals`` (they load everything).
+    Pickles ``HistoryBuffer`` by value from now on (see the module docstring), registers the
+    remaining checkpoint classes as safe, and makes mmengine's loader of local files say how
+    to load a checkpoint that still contains other objects. Does nothing to torch versions
+    without ``add_safe_globals`` (they load everything).
     """
+    from mmengine.logging import HistoryBuffer
+    from mmengine.runner.checkpoint import CheckpointLoader
+    copyreg.pickle(HistoryBuffer, _reduce_history_buffer)
     add_safe_globals = getattr(torch.serialization, 'add_safe_globals', None)
     if add_safe_globals is None:
         return
@@ -52,6 +83,7 @@ def register_checkpoint_safe_globals() -> None:
     new = [obj for obj in checkpoint_safe_globals() if id(obj) not in registered]
     if new:
         add_safe_globals(new)
+    CheckpointLoader.register_scheme(prefixes='', loader=_load_from_local_with_hint, force=True)
 
 
 def codebase_of(cfg: Config) -> str:

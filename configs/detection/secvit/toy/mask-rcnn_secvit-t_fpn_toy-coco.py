@@ -1,8 +1,7 @@
 # SECViT-T Mask R-CNN on the toy COCO shapes set (tools/misc/make_toy_datasets.py coco), from
 # scratch and small enough for a CPU: 256 px images, 3 classes, an iteration-based schedule.
 # The model is the real SECViT-T Mask R-CNN; only data, schedule and init change.
-_base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py']
-custom_imports = dict(imports=['sec_mm'], allow_failed_imports=False)
+_base_ = ['../mask-rcnn_secvit-t_fpn_1x_coco.py']
 
 classes = ('circle', 'square', 'triangle')
 image_size = (256, 256)
@@ -11,22 +10,18 @@ max_iters = 400
 val_interval = 200
 
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='SECViT',
-        arch='t',
-        out_indices=(0, 1, 2, 3),
-        out_norm_cfg=dict(type='LN2d', eps=1e-6),
-        drop_path_rate=0.1,
-        init_cfg=None),  # from scratch: no ImageNet weights here
-    neck=dict(in_channels=[64, 128, 256, 512]),
+    # From scratch: there are no ImageNet weights on this machine.
+    backbone=dict(init_cfg=None),
     roi_head=dict(
         bbox_head=dict(num_classes=len(classes)),
         mask_head=dict(num_classes=len(classes))),
-    # Fewer sampled anchors/RoIs than for COCO: few objects per image, and CPU time.
+    # Fewer proposals and sampled RoIs than for COCO: at most 6 objects per image, and the
+    # RoI heads would otherwise cost more CPU time than the backbone.
     train_cfg=dict(
         rpn=dict(sampler=dict(num=128)),
-        rcnn=dict(sampler=dict(num=128))))
+        rpn_proposal=dict(nms_pre=1000, max_per_img=500),
+        rcnn=dict(sampler=dict(num=128))),
+    test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=200)))
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),

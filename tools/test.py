@@ -1,0 +1,59 @@
+"""Test (and evaluate) a checkpoint with an mmdet, mmseg or mmpretrain config.
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE_OR_DIR] [--show]
+                         [--show-dir DIR] [--tta] [--cfg-options k=v ...]
+                         [--launcher {none,pytorch,slurm}]
+
+Several processes: ``bash tools/dist_test.sh CONFIG CHECKPOINT GPUS [options]``.
+"""
+import argparse
+import os
+
+from mmengine.config import DictAction
+
+from sec_mm.utils.dist import LAUNCHERS
+from sec_mm.utils.launch import (add_dump_metric, apply_test_options, build_runner,
+                                 load_config)
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(
+        description='Test (and evaluate) a model (mmdet, mmseg or mmpretrain)')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the dir to save the evaluation metrics')
+    parser.add_argument(
+        '--out', help='mmdet/mmpretrain: pickle file to dump the predictions to; mmseg: '
+        'folder to save the predicted label maps in')
+    parser.add_argument('--show', action='store_true', help='show prediction results')
+    parser.add_argument('--show-dir',
+                        help='save images with predictions drawn on them here (mmdet: under '
+                        'work_dir/<timestamp>/)')
+    parser.add_argument('--wait-time', type=float, default=2,
+                        help='seconds each shown image stays (with --show)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config settings, key=value pairs (xxx=yyy); no white space')
+    parser.add_argument('--tta', action='store_true',
+                        help='test-time augmentation (the config\'s tta_model/tta_pipeline, '
+                        'else flip)')
+    parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main():
+    args = parse_args()
+    cfg = load_config(args.config, args.cfg_options)
+    apply_test_options(cfg, args.config, args.checkpoint, launcher=args.launcher,
+                       work_dir=args.work_dir, show=args.show, show_dir=args.show_dir,
+                       wait_time=args.wait_time, out=args.out, tta=args.tta)
+    runner = build_runner(cfg)
+    add_dump_metric(runner, cfg, args.out)
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()

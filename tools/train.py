@@ -1,0 +1,49 @@
+"""Train a model from an mmdet, mmseg or mmpretrain config (picked by its default_scope).
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+                          [--cfg-options k=v ...] [--launcher {none,pytorch,slurm}]
+
+Several processes: ``bash tools/dist_train.sh CONFIG GPUS [options]`` (torchrun). The
+distributed backend is nccl with CUDA and gloo without; on CPU the same command works.
+"""
+import argparse
+import os
+
+from mmengine.config import DictAction
+
+from sec_mm.utils.dist import LAUNCHERS
+from sec_mm.utils.launch import apply_train_options, build_runner, load_config
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Train a model (mmdet, mmseg or mmpretrain)')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument(
+        '--resume', nargs='?', type=str, const='auto',
+        help='resume from this checkpoint; without a path, from the latest checkpoint in '
+        'the work dir')
+    parser.add_argument('--amp', action='store_true',
+                        help='enable automatic-mixed-precision training')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config settings, key=value pairs (xxx=yyy), e.g. '
+        'train_cfg.max_iters=100 or key="[a,b]" for lists; no white space')
+    parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
+    # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK instead.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main():
+    args = parse_args()
+    cfg = load_config(args.config, args.cfg_options)
+    apply_train_options(cfg, args.config, launcher=args.launcher, work_dir=args.work_dir,
+                        amp=args.amp, resume=args.resume)
+    build_runner(cfg).train()
+
+
+if __name__ == '__main__':
+    main()
