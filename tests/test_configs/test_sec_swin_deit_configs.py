@@ -2,6 +2,7 @@
 import math
 
 import pytest
+import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 from shrink import shrink_config
@@ -27,6 +28,16 @@ CONFIGS = [
     ('configs/segmentation/sec_deit/upernet_sec-deit-s_8xb2-160k_ade20k-512x512.py', DEIT,
      'mIoU'),
 ]
+
+
+@pytest.fixture(scope='module', autouse=True)
+def single_thread():
+    """Small-image runs are latency-bound: one intra-op thread avoids OpenMP spinning on the
+    shared cores; restored afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def test_configs_point_at_the_sec_backbones(repo_root):

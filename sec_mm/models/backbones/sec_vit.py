@@ -85,6 +85,9 @@ class SECVisionTransformer(VisionTransformer):
             # Keep the layer's layer scale and stochastic depth: only the attention changes.
             layer.attn.gamma1 = global_attn.gamma1
             layer.attn.out_drop = global_attn.out_drop
+        if self.frozen_stages > 0:
+            # The parent froze its layers before their attention was replaced.
+            self._freeze_stages()
 
     def _per_layer(self, num_clusters, cluster_size) -> List[Dict[str, int]]:
         if num_clusters is not None and cluster_size is not None:

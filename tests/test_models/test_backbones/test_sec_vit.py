@@ -14,6 +14,16 @@ from sec_mm.utils import CheckpointMismatchError
 TINY = dict(embed_dims=32, num_layers=3, num_heads=2, feedforward_channels=64)
 
 
+
+@pytest.fixture(scope='module', autouse=True)
+def single_thread():
+    """Small inputs are latency-bound: one intra-op thread avoids OpenMP spinning on the shared
+    cores; restored afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
 @pytest.mark.parametrize('registry', [PRETRAIN_MODELS, DET_MODELS, SEG_MODELS])
 def test_builds_through_every_registry(registry):
     model = registry.build(dict(type='SECVisionTransformer', arch=TINY, img_size=64))
@@ -82,6 +92,13 @@ def test_trains_a_step_at_odd_sizes():
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
     optimizer.step()
     assert not torch.equal(before, model.layers[0].attn.qkv.weight)
+
+
+def test_frozen_layers_include_their_sec_attention():
+    model = SECVisionTransformer(arch=TINY, img_size=64, frozen_stages=2)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert {'layers.0.attn.qkv.weight', 'layers.1.attn.proj.bias'} <= frozen
+    assert 'layers.2.attn.qkv.weight' not in frozen
 
 
 def test_cluster_settings():
