@@ -38,12 +38,17 @@ def test_acceptance_verdict(bench):
     assert 'not applicable' in bench.acceptance([row(576, 10., 256), row(144, 4., 256)], 64)[0]
 
 
-def test_tiny_run_writes_the_table(bench, tmp_path):
+def test_tiny_run_writes_the_table(bench, tmp_path, monkeypatch):
+    # An even smaller size than the tool's 'tiny', to keep the test quick.
+    monkeypatch.setitem(bench.SIZES, 'micro', dict(
+        vision=dict(embed_dims=32, num_layers=1, num_heads=2, feedforward_channels=64),
+        llm=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                 num_attention_heads=2)))
     output = tmp_path / 'results.md'
-    bench.main(['--sizes', 'tiny', '--tokens', '576', '144', '--repeats', '1', '--warmup', '0',
+    bench.main(['--sizes', 'micro', '--tokens', '576', '144', '--repeats', '1', '--warmup', '0',
                 '--prompt-length', '8', '--in-process', '--output', str(output)])
     text = output.read_text()
-    rows = [line for line in text.splitlines() if line.startswith('| tiny')]
+    rows = [line for line in text.splitlines() if line.startswith('| micro')]
     assert len(rows) == 2
     # LLM tokens: 8 prompt tokens + 576 (MLP) or 144 (SEC) image tokens.
     assert rows[0].split('|')[2:4] == [' 576 (MLP) ', ' 584 ']

@@ -10,10 +10,11 @@ patch 14, i.e. 576 patch tokens, and a random LLaMA from a ``transformers`` conf
 - ``prefill``: the language model's first forward (with KV cache) on prompt + image tokens;
 - ``total``: the whole ``LlavaLlamaForCausalLM`` forward that generation starts with.
 
-Peak memory is the extra memory of one ``total`` forward: on CUDA ``max_memory_allocated``,
-on CPU the rise of the process's peak resident memory (``VmHWM``, reset through
-``/proc/self/clear_refs``); each (size, G) runs in a fresh process so the numbers do not
-depend on what ran before (``--in-process`` skips that, e.g. for quick checks).
+A size's models are built first and timed round robin (every repeat runs every G once), so
+the load of a shared machine hits all rows alike; times are medians. Peak memory is the extra
+memory of one ``total`` forward: on CUDA ``max_memory_allocated``; on CPU the rise of the peak
+resident size (``VmHWM``), measured in a fresh process per row whose freed tensors go straight
+back to the system (``--in-process`` measures in this process instead: quicker, less exact).
 
 The table goes to stdout and into its own section of ``benchmarks/results.md`` (between
 ``<!-- BEGIN sec_connector -->`` and ``<!-- END sec_connector -->``; the rest of the file is
@@ -94,19 +95,64 @@ def build_model(size: str, num_tokens: int, folder: str):
     return MODELS.build(cfg).eval()
 
 
-def median_time(fn: Callable[[], object], repeats: int, warmup: int, device: str) -> float:
-    """Median wall time of ``fn`` in milliseconds."""
-    times = []
-    for i in range(warmup + repeats):
-        if device.startswith('cuda'):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.startswith('cuda'):
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+class Workload:
+    """One built model (one size, one G) and the four timed calls on fixed inputs."""
+
+    def __init__(self, size: str, num_tokens: int, folder: str, args) -> None:
+        torch.manual_seed(0)
+        device = args.device
+        self.model = build_model(size, num_tokens, folder).to(device)
+        llava = self.model.model  # mmpretrain's LlavaLlamaForCausalLM
+        batch = args.batch_size
+        images = torch.randn(batch, 3, IMAGE_SIZE, IMAGE_SIZE, device=device)
+        # Prompt: the image placeholder (-200) first, then the text tokens.
+        text = torch.randint(3, VOCAB_SIZE, (batch, args.prompt_length), device=device)
+        input_ids = torch.cat([text.new_full((batch, 1), -200), text], dim=1)
+        attention_mask = torch.ones_like(input_ids)
+        with torch.no_grad():
+            patches = llava.vision_tower(images)[-1][:, 1:]
+            image_tokens = llava.lang_encoder.model.mm_projector(patches)
+            embeds = torch.cat([image_tokens, llava.embed_tokens(text)], dim=1)
+
+        self.calls = dict(
+            vision=lambda: llava.vision_tower(images),
+            connector=lambda: llava.lang_encoder.model.mm_projector(patches),
+            prefill=lambda: llava.lang_encoder(inputs_embeds=embeds, use_cache=True),
+            total=lambda: llava(input_ids=input_ids, attention_mask=attention_mask,
+                                images=images, use_cache=True))
+        self.row = dict(
+            size=size,
+            num_tokens=num_tokens,
+            llm_tokens=embeds.shape[1],
+            hidden_size=SIZES[size]['llm']['hidden_size'],
+            num_layers=SIZES[size]['llm']['num_hidden_layers'])
+
+
+def _synchronize(device: str) -> None:
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+
+
+def time_workloads(workloads: List[Workload], args) -> None:
+    """Median wall time (ms) of every call of every workload, into ``workload.row``.
+
+    Round robin: each repeat runs every workload once, so load changes of a shared machine
+    hit all numbers of a size alike instead of one row.
+    """
+    times = {(id(w), name): [] for w in workloads for name in w.calls}
+    with torch.no_grad():
+        for repeat in range(args.warmup + args.repeats):
+            for workload in workloads:
+                for name, call in workload.calls.items():
+                    _synchronize(args.device)
+                    start = time.perf_counter()
+                    call()
+                    _synchronize(args.device)
+                    if repeat >= args.warmup:
+                        times[(id(workload), name)].append((time.perf_counter() - start) * 1e3)
+    for workload in workloads:
+        for name in workload.calls:
+            workload.row[f'{name}_ms'] = statistics.median(times[(id(workload), name)])
 
 
 def _proc_status_kib(field: str) -> int:
@@ -118,83 +164,61 @@ def _proc_status_kib(field: str) -> int:
 
 
 def peak_extra_memory_mib(fn: Callable[[], object], device: str) -> Optional[float]:
-    """Extra memory at the peak of one call of ``fn``, in MiB (None if not measurable)."""
-    if device.startswith('cuda'):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        fn()
-        torch.cuda.synchronize()
-        return (torch.cuda.max_memory_allocated() - before) / 2**20
-    try:
-        with open('/proc/self/clear_refs', 'w') as refs:
-            refs.write('5')  # reset VmHWM to the current resident size
-        before = _proc_status_kib('VmRSS')
-        fn()
-        return (_proc_status_kib('VmHWM') - before) / 1024
-    except (OSError, KeyError):  # not Linux, or /proc not writable
-        return None
+    """Extra memory at the peak of one call of ``fn``, in MiB (None if not measurable).
+
+    CUDA: ``max_memory_allocated``. CPU: the rise of the peak resident size (``VmHWM``, reset
+    through ``/proc/self/clear_refs``); exact only when freed tensors go back to the system
+    at once, which :func:`measure_memory_isolated` arranges.
+    """
+    with torch.no_grad():
+        if device.startswith('cuda'):
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
+            fn()
+            torch.cuda.synchronize()
+            return (torch.cuda.max_memory_allocated() - before) / 2**20
+        try:
+            with open('/proc/self/clear_refs', 'w') as refs:
+                refs.write('5')  # reset VmHWM to the current resident size
+            before = _proc_status_kib('VmRSS')
+            fn()
+            return (_proc_status_kib('VmHWM') - before) / 1024
+        except (OSError, KeyError):  # not Linux, or /proc not writable
+            return None
 
 
-def measure(size: str, num_tokens: int, args) -> Dict[str, float]:
-    """One row of the table: times (ms) and peak memory (MiB) for one size and one G."""
-    torch.manual_seed(0)
-    device = args.device
+def measure_memory_isolated(size: str, num_tokens: int, args) -> Optional[float]:
+    """Peak extra memory of one ``total`` forward, in a fresh Python process.
+
+    glibc keeps freed memory for reuse, so a process that ran other models (or the same one)
+    before shows too little. The worker sets a fixed mmap threshold: every tensor buffer
+    above 64 KiB is its own mapping, returned to the system when freed.
+    """
+    command = [sys.executable, __file__, '--memory-worker', size, str(num_tokens),
+               '--device', args.device, '--batch-size', str(args.batch_size),
+               '--prompt-length', str(args.prompt_length)]
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536')
+    run = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
+    if run.returncode != 0:
+        raise RuntimeError(f'memory worker {size} G={num_tokens} failed:\n{run.stderr}')
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def benchmark_size(size: str, args) -> List[Dict[str, float]]:
+    """All rows of one model size."""
     with tempfile.TemporaryDirectory() as folder:
         write_local_llm(folder, SIZES[size]['llm'])
-        model = build_model(size, num_tokens, folder).to(device)
-    llava = model.model  # mmpretrain's LlavaLlamaForCausalLM
-    batch = args.batch_size
-    images = torch.randn(batch, 3, IMAGE_SIZE, IMAGE_SIZE, device=device)
-    # Prompt: the image placeholder (-200) first, then the text tokens.
-    text = torch.randint(3, VOCAB_SIZE, (batch, args.prompt_length), device=device)
-    input_ids = torch.cat([text.new_full((batch, 1), -200), text], dim=1)
-    attention_mask = torch.ones_like(input_ids)
-
-    with torch.no_grad():
-        patches = llava.vision_tower(images)[-1][:, 1:]
-        image_tokens = llava.lang_encoder.model.mm_projector(patches)
-        embeds = torch.cat([image_tokens, llava.embed_tokens(text)], dim=1)
-
-        def vision():
-            return llava.vision_tower(images)
-
-        def connector():
-            return llava.lang_encoder.model.mm_projector(patches)
-
-        def prefill():
-            return llava.lang_encoder(inputs_embeds=embeds, use_cache=True)
-
-        def total():
-            return llava(input_ids=input_ids, attention_mask=attention_mask, images=images,
-                         use_cache=True)
-
-        row = dict(
-            size=size,
-            num_tokens=num_tokens,
-            llm_tokens=embeds.shape[1],
-            hidden_size=SIZES[size]['llm']['hidden_size'],
-            num_layers=SIZES[size]['llm']['num_hidden_layers'],
-            vision_ms=median_time(vision, args.repeats, args.warmup, device),
-            connector_ms=median_time(connector, args.repeats, args.warmup, device),
-            prefill_ms=median_time(prefill, args.repeats, args.warmup, device),
-            total_ms=median_time(total, args.repeats, args.warmup, device),
-            peak_mib=peak_extra_memory_mib(total, device))
-    return row
-
-
-def run_isolated(size: str, num_tokens: int, args) -> Dict[str, float]:
-    """:func:`measure` in a fresh Python process (independent memory and allocator state)."""
-    command = [sys.executable, __file__, '--worker', size, str(num_tokens),
-               '--device', args.device, '--batch-size', str(args.batch_size),
-               '--prompt-length', str(args.prompt_length), '--repeats', str(args.repeats),
-               '--warmup', str(args.warmup)]
-    if args.threads:
-        command += ['--threads', str(args.threads)]
-    run = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-    if run.returncode != 0:
-        raise RuntimeError(f'benchmark worker {size} G={num_tokens} failed:\n{run.stderr}')
-    return json.loads(run.stdout.strip().splitlines()[-1])
+        workloads = [Workload(size, g, folder, args) for g in args.tokens]
+    time_workloads(workloads, args)
+    rows = [w.row for w in workloads]
+    for workload in workloads:
+        row = workload.row
+        if args.device.startswith('cuda') or args.in_process:
+            row['peak_mib'] = peak_extra_memory_mib(workload.calls['total'], args.device)
+        else:
+            row['peak_mib'] = measure_memory_isolated(size, row['num_tokens'], args)
+    return rows
 
 
 def format_table(rows: List[Dict[str, float]], args) -> str:
@@ -263,8 +287,9 @@ def parse_args(argv=None):
                         help='markdown file whose sec_connector section is (re)written')
     parser.add_argument('--no-write', action='store_true', help='print only')
     parser.add_argument('--in-process', action='store_true',
-                        help='measure every row in this process (faster, memory less exact)')
-    parser.add_argument('--worker', nargs=2, metavar=('SIZE', 'G'), help=argparse.SUPPRESS)
+                        help='measure CPU memory in this process too (faster, less exact)')
+    parser.add_argument('--memory-worker', nargs=2, metavar=('SIZE', 'G'),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     bad = [g for g in args.tokens if not 1 <= g <= NUM_PATCHES]
     if bad:
@@ -276,17 +301,21 @@ def main(argv=None) -> str:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.worker:
-        print(json.dumps(measure(args.worker[0], int(args.worker[1]), args)))
+    if args.memory_worker:
+        size, num_tokens = args.memory_worker[0], int(args.memory_worker[1])
+        with tempfile.TemporaryDirectory() as folder:
+            write_local_llm(folder, SIZES[size]['llm'])
+            workload = Workload(size, num_tokens, folder, args)
+        print(json.dumps(peak_extra_memory_mib(workload.calls['total'], args.device)))
         return ''
 
     rows = []
     for size in args.sizes:
-        for num_tokens in args.tokens:
-            row = (measure if args.in_process else run_isolated)(size, num_tokens, args)
+        for row in benchmark_size(size, args):
             rows.append(row)
-            print(f"{size} G={num_tokens}: prefill {row['prefill_ms']:.1f} ms, "
-                  f"total {row['total_ms']:.1f} ms", file=sys.stderr)
+            print(f"{size} G={row['num_tokens']}: prefill {row['prefill_ms']:.1f} ms, "
+                  f"total {row['total_ms']:.1f} ms, peak {row['peak_mib']} MiB",
+                  file=sys.stderr)
 
     command = ' '.join(['python', 'tools/analysis_tools/benchmark_connector.py'] +
                        [a for a in (argv if argv is not None else sys.argv[1:])])
@@ -298,9 +327,11 @@ def main(argv=None) -> str:
         f'{args.prompt_length} prompt tokens, batch {args.batch_size}, device `{args.device}`, '
         f'{torch.get_num_threads()} threads, torch {torch.__version__}; median of '
         f'{args.repeats} runs after {args.warmup} warm-up; '
-        f"{datetime.date.today().isoformat()}. Vision encoders: tiny = ViT 192 x 2 layers, "
-        'medium = ViT 384 x 6 layers; LLMs: random LLaMA, 32000-word vocabulary. '
-        '"peak extra MiB": extra memory at the peak of one total forward.',
+        f"{datetime.date.today().isoformat()}; rows of a size timed round robin. Vision "
+        'encoders: tiny = ViT 192 x 2 layers, medium = ViT 384 x 6 layers; LLMs: random '
+        'LLaMA, 32000-word vocabulary. "vision", "connector", "LLM prefill" are timed alone; '
+        '"total" is the whole forward that generation starts with (vision + connector + '
+        'prefill). "peak extra MiB": extra memory at the peak of one total forward.',
         '',
         format_table(rows, args),
         '',

@@ -39,7 +39,8 @@ class SECLlava(Llava):
     (``prompt_tmpl`` formatted with the data sample) is followed by the target text
     (``gt_caption`` for ``task='caption'``, ``gt_answer`` for ``task='vqa'``) and EOS; only
     the target and EOS are supervised. The vision encoder runs without gradients, as in
-    mmpretrain's LLaVA; the connector and the language model get gradients.
+    mmpretrain's LLaVA; the connector and the language model get gradients. A tokenizer
+    without a padding token (LLaMA's) pads with its ``<unk>`` token, as LLaVA does.
 
     Args:
         connector (dict): Config of the connector, built from mmpretrain's ``MODELS``; ``type``
@@ -61,6 +62,10 @@ class SECLlava(Llava):
                  mm_proj_depth: int = 1,
                  **kwargs) -> None:
         super().__init__(mm_hidden_size=mm_hidden_size, mm_proj_depth=mm_proj_depth, **kwargs)
+        if self.tokenizer.pad_token is None:
+            # LLaMA tokenizers have none and batched prompts are padded; LLaVA pads with
+            # <unk> too. Padding is masked, so the choice does not change results.
+            self.tokenizer.pad_token = self.tokenizer.unk_token or self.tokenizer.eos_token
         if not isinstance(connector, dict):
             raise TypeError(f'`connector` must be a config dict such as '
                             f"dict(type='SECConnector', num_tokens=144), got {connector!r}.")
@@ -158,8 +163,7 @@ class SECLlava(Llava):
         eos = self.tokenizer.eos_token_id
         if eos is None:
             raise ValueError('The tokenizer has no EOS token; SECLlava needs one to train.')
-        pad = self.tokenizer.pad_token_id
-        pad = eos if pad is None else pad  # masked out: any real id works
+        pad = self.tokenizer.pad_token_id  # masked out: any real id works
 
         sequences = []
         for sample in data_samples:

@@ -64,3 +64,42 @@ def test_config_builds_and_feeds_g_tokens(num_tokens, tiny_hf_dir):
         model.predict(torch.randn(1, 3, 336, 336), [sample], max_new_tokens=1)
     text = model.preprocess_text([sample], torch.device('cpu')).input_ids.shape[1]
     assert seen[0] == text - 1 + num_tokens
+
+
+def test_config_with_a_llama_tokenizer_folder(tmp_path):
+    """A Vicuna-style local folder (sentencepiece ``tokenizer.model`` + LLaMA config.json)."""
+    import io
+
+    import sentencepiece as spm
+    from transformers import LlamaConfig, LlamaTokenizer
+
+    text = ['a chat between a curious human and an artificial intelligence assistant .',
+            'what is in the image ? a red cat and a blue dog .'] * 20
+    model_file = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(text), model_writer=model_file, vocab_size=300,
+        model_type='bpe', byte_fallback=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+        minloglevel=2)
+    (tmp_path / 'tokenizer.model').write_bytes(model_file.getvalue())
+    LlamaTokenizer(vocab_file=str(tmp_path / 'tokenizer.model')).save_pretrained(tmp_path)
+    (tmp_path / 'tokenizer.json').unlink(missing_ok=True)  # like the hub folder: slow files only
+    LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                num_attention_heads=2).save_pretrained(tmp_path)
+
+    cfg = load(144)
+    cfg.model.vision_encoder.arch = dict(
+        embed_dims=32, num_layers=1, num_heads=2, feedforward_channels=64)
+    cfg.model.vision_encoder.pretrained = None
+    cfg.model.mm_hidden_size = 32
+    cfg.model.connector.num_heads = 4
+    cfg.model.tokenizer.name_or_path = str(tmp_path)
+    cfg.model.lang_encoder.name_or_path = str(tmp_path)
+    model = MODELS.build(cfg.model).eval()
+    with torch.no_grad():
+        result = model.predict(torch.randn(1, 3, 336, 336),
+                               [DataSample(question='what is in the image ?')],
+                               max_new_tokens=2)
+    assert isinstance(result[0].pred_answer, str)
+    ids = model.preprocess_text([DataSample(question='what is in the image ?')],
+                                torch.device('cpu')).input_ids[0]
+    assert (ids == -200).sum() == 1 and (ids[ids != -200] < 300).all()
