@@ -53,7 +53,7 @@ class ToySettings:
     num_val: int
     image_size: int
     seed: int
-    version: int = 1
+    version: int = 2
 
 
 @dataclass
@@ -111,19 +111,31 @@ def _rasterise(polygons: List[np.ndarray], size: int) -> np.ndarray:
 
 
 def mask_to_polygons(mask: np.ndarray, min_area: float = 4.) -> List[np.ndarray]:
-    """Outer contours of a binary mask as ``(N, 2)`` vertex arrays (COCO polygons)."""
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL,
-                                   cv2.CHAIN_APPROX_SIMPLE)
-    return [c[:, 0, :].astype(np.float64) for c in contours
-            if len(c) >= 3 and cv2.contourArea(c) >= min_area]
+    """Outer outlines of a binary mask as ``(N, 2)`` (x, y) vertex arrays (COCO polygons).
+
+    Traced at twice the resolution so the vertices lie on the pixels' outer edges rather than
+    on the boundary pixels' centres: pycocotools then redraws exactly the mask.
+    """
+    doubled = cv2.resize(mask.astype(np.uint8), None, fx=2, fy=2,
+                         interpolation=cv2.INTER_NEAREST)
+    contours, _ = cv2.findContours(doubled, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    return [(c[:, 0, :].astype(np.float64) + 0.5) / 2 for c in contours
+            if len(c) >= 3 and cv2.contourArea(c) >= 4 * min_area]
 
 
-def _polygons_match(mask: np.ndarray, min_iou: float = 0.9) -> bool:
+def polygons_to_mask(polygons: List[np.ndarray], height: int, width: int) -> np.ndarray:
+    """Rasterise COCO polygons the way pycocotools (and so mmdet) does."""
+    from pycocotools import mask as mask_utils
+    rles = mask_utils.frPyObjects([p.reshape(-1).tolist() for p in polygons], height, width)
+    return mask_utils.decode(mask_utils.merge(rles)).astype(bool)
+
+
+def _polygons_match(mask: np.ndarray, min_iou: float = 0.95) -> bool:
     """Whether the mask's polygons redraw it faithfully (no holes, no lost slivers)."""
     polygons = mask_to_polygons(mask)
     if not polygons:
         return False
-    redrawn = _rasterise(polygons, mask.shape[0])
+    redrawn = polygons_to_mask(polygons, *mask.shape)
     return (mask & redrawn).sum() / max((mask | redrawn).sum(), 1) >= min_iou
 
 

@@ -1,0 +1,126 @@
+"""sec_mm.utils.launch: the train/test tools' options, for mmdet, mmseg and mmpretrain configs."""
+import copy
+from pathlib import Path
+
+import pytest
+from mmengine.config import Config
+
+from sec_mm.utils.launch import apply_test_options, apply_train_options, load_config
+
+REPO = Path(__file__).resolve().parents[2]
+DET = REPO / 'configs/detection/secvit/toy/mask-rcnn_secvit-t_fpn_toy-coco.py'
+SEG = REPO / 'configs/segmentation/secvit/toy/upernet_secvit-t_toy-ade-256x256.py'
+CLS = REPO / 'configs/classification/secvit/secvit-t_8xb128_in1k.py'
+
+
+@pytest.fixture(scope='module')
+def configs():
+    return {name: load_config(str(path)) for name, path in
+            (('det', DET), ('seg', SEG), ('cls', CLS))}
+
+
+def fresh(configs, name) -> Config:
+    return copy.deepcopy(configs[name])
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    path = tmp_path / 'iter_2.pth'
+    path.write_bytes(b'')
+    return str(path)
+
+
+def test_load_config_merges_options_and_checks_the_file():
+    cfg = load_config(str(DET), {'train_cfg.max_iters': 3})
+    assert cfg.train_cfg.max_iters == 3
+    with pytest.raises(FileNotFoundError, match='nope.py'):
+        load_config('configs/nope.py')
+
+
+def test_work_dir_priority(configs):
+    cfg = apply_train_options(fresh(configs, 'det'), str(DET), work_dir='wd')
+    assert cfg.work_dir == 'wd'
+    cfg = fresh(configs, 'det')
+    cfg.work_dir = 'from_config'
+    assert apply_train_options(cfg, str(DET)).work_dir == 'from_config'
+    cfg = apply_train_options(fresh(configs, 'det'), str(DET))
+    assert cfg.work_dir == './work_dirs/mask-rcnn_secvit-t_fpn_toy-coco'
+
+
+def test_resume_modes(configs, checkpoint):
+    cfg = apply_train_options(fresh(configs, 'det'), str(DET))
+    assert cfg.resume is False and cfg.load_from is None
+    cfg = apply_train_options(fresh(configs, 'det'), str(DET), resume='auto')
+    assert cfg.resume is True and cfg.load_from is None
+    cfg = apply_train_options(fresh(configs, 'seg'), str(SEG), resume=checkpoint)
+    assert cfg.resume is True and cfg.load_from == checkpoint
+    with pytest.raises(FileNotFoundError, match='--resume'):
+        apply_train_options(fresh(configs, 'det'), str(DET), resume='missing.pth')
+
+
+@pytest.mark.parametrize('name', ['det', 'seg', 'cls'])
+def test_amp(configs, name):
+    cfg = apply_train_options(fresh(configs, name), 'x.py', amp=True)
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    assert cfg.optim_wrapper.loss_scale == 'dynamic'
+    assert cfg.optim_wrapper.optimizer == configs[name].optim_wrapper.optimizer
+    # Already AMP: left as it is.
+    assert apply_train_options(cfg, 'x.py', amp=True).optim_wrapper.type == 'AmpOptimWrapper'
+
+
+def test_amp_refuses_other_wrappers(configs):
+    cfg = fresh(configs, 'det')
+    cfg.optim_wrapper.type = 'MyWrapper'
+    with pytest.raises(ValueError, match='--amp'):
+        apply_train_options(cfg, str(DET), amp=True)
+
+
+def test_distributed_on_cpu_adapts_the_config(configs):
+    cfg = apply_train_options(fresh(configs, 'seg'), str(SEG), launcher='pytorch')
+    assert cfg.launcher == 'pytorch'
+    assert cfg.env_cfg.dist_cfg.backend == 'gloo'
+    assert cfg.model_wrapper_cfg.device_ids is None
+    assert 'SyncBN' in str(configs['seg'].model) and 'SyncBN' not in str(cfg.model)
+
+
+def test_test_options_per_codebase(configs, checkpoint):
+    det = apply_test_options(fresh(configs, 'det'), str(DET), checkpoint, show_dir='vis',
+                             out='results.pkl')
+    assert det.load_from == checkpoint
+    assert det.default_hooks.visualization.draw is True
+    assert det.default_hooks.visualization.test_out_dir == 'vis'
+
+    seg = apply_test_options(fresh(configs, 'seg'), str(SEG), checkpoint, show_dir='vis',
+                             out='pred_maps')
+    assert seg.visualizer.save_dir == 'vis' and seg.default_hooks.visualization.draw is True
+    assert seg.test_evaluator.output_dir == 'pred_maps' and seg.test_evaluator.keep_results
+
+    cls = apply_test_options(fresh(configs, 'cls'), str(CLS), checkpoint, show_dir='vis')
+    assert cls.default_hooks.visualization.enable is True
+    assert cls.default_hooks.visualization.out_dir == 'vis'
+
+
+def test_test_options_errors(configs, checkpoint):
+    with pytest.raises(FileNotFoundError, match='missing.pth'):
+        apply_test_options(fresh(configs, 'det'), str(DET), 'missing.pth')
+    with pytest.raises(ValueError, match='.pkl'):
+        apply_test_options(fresh(configs, 'det'), str(DET), checkpoint, out='results.json')
+    cfg = fresh(configs, 'det')
+    cfg.default_hooks.pop('visualization')
+    with pytest.raises(ValueError, match='VisualizationHook'):
+        apply_test_options(cfg, str(DET), checkpoint, show=True)
+
+
+def test_tta(configs, checkpoint):
+    det = apply_test_options(fresh(configs, 'det'), str(DET), checkpoint, tta=True)
+    assert det.model.type == 'DetTTAModel' and det.model.module.type == 'MaskRCNN'
+    flips = det.test_dataloader.dataset.pipeline[-1]
+    assert flips.type == 'TestTimeAug' and flips.transforms[1][0].type == 'PackDetInputs'
+    # mmseg configs bring their own (multi-scale) TTA.
+    seg = apply_test_options(fresh(configs, 'seg'), str(SEG), checkpoint, tta=True)
+    assert seg.model.type == 'SegTTAModel' and seg.model.module.type == 'EncoderDecoder'
+    assert seg.test_dataloader.dataset.pipeline == configs['seg'].tta_pipeline
+    cfg = fresh(configs, 'seg')
+    cfg.pop('tta_model')
+    with pytest.raises(ValueError, match='tta_model'):
+        apply_test_options(cfg, str(SEG), checkpoint, tta=True)
