@@ -21,6 +21,9 @@ The table goes to stdout and into its own section of ``benchmarks/results.md`` (
 kept). Example::
 
     python tools/analysis_tools/benchmark_connector.py --sizes tiny medium
+
+On a CPU that other jobs share, ``--threads 1`` gives far steadier numbers (two threads that
+wait for each other lose whenever one of them is descheduled).
 """
 import argparse
 import datetime
@@ -325,7 +328,7 @@ def main(argv=None) -> str:
         f'Random-weight LLaVA (mmpretrain `Llava` with its MLP projector for G = 576, '
         f'`SECLlava` otherwise), one {IMAGE_SIZE} px image ({NUM_PATCHES} patch tokens) + '
         f'{args.prompt_length} prompt tokens, batch {args.batch_size}, device `{args.device}`, '
-        f'{torch.get_num_threads()} threads, torch {torch.__version__}; median of '
+        f'CPU threads: {torch.get_num_threads()}, torch {torch.__version__}; median of '
         f'{args.repeats} runs after {args.warmup} warm-up; '
         f"{datetime.date.today().isoformat()}; rows of a size timed round robin. Vision "
         'encoders: tiny = ViT 192 x 2 layers, medium = ViT 384 x 6 layers; LLMs: random '

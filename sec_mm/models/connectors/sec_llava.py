@@ -61,14 +61,14 @@ class SECLlava(Llava):
                  mm_hidden_size: int,
                  mm_proj_depth: int = 1,
                  **kwargs) -> None:
+        if not isinstance(connector, dict):
+            raise TypeError(f'`connector` must be a config dict such as '
+                            f"dict(type='SECConnector', num_tokens=144), got {connector!r}.")
         super().__init__(mm_hidden_size=mm_hidden_size, mm_proj_depth=mm_proj_depth, **kwargs)
         if self.tokenizer.pad_token is None:
             # LLaMA tokenizers have none and batched prompts are padded; LLaVA pads with
             # <unk> too. Padding is masked, so the choice does not change results.
             self.tokenizer.pad_token = self.tokenizer.unk_token or self.tokenizer.eos_token
-        if not isinstance(connector, dict):
-            raise TypeError(f'`connector` must be a config dict such as '
-                            f"dict(type='SECConnector', num_tokens=144), got {connector!r}.")
         connector = dict(connector)
         connector.setdefault('type', 'SECConnector')
         connector.setdefault('in_channels', mm_hidden_size)
