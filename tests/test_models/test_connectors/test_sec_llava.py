@@ -1,4 +1,4 @@
-"""SECLlava end to end with tiny random parts: mmpretrain ViT, LLaMA from a config, local tokenizer."""
+"""SECLlava end to end, tiny random parts: mmpretrain ViT, LLaMA from a config, local tokenizer."""
 import pytest
 import torch
 from mmpretrain.registry import MODELS
