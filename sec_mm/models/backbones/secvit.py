@@ -283,14 +283,18 @@ class SECViT(BaseModule):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f'SECViT expects images of shape (B, {self.in_channels}, H, W), '
                              f'got {tuple(x.shape)}.')
-        x = self.patch_embed(x)
+        # Channels-last throughout: 1x1 convs become plain matrix products over tokens,
+        # depthwise convs and LayerNorm over channels run several times faster, and SEC
+        # attention reads tokens without copies. Results are unchanged.
+        x = self.patch_embed(x.contiguous(memory_format=torch.channels_last))
         outs = []
         for i, stage in enumerate(self.stages):
             out, x = stage(x)
             if i in self.out_indices:
                 if self.out_norm_cfg is not None:
                     out = getattr(self, f'norm{i}')(out)
-                outs.append(out)
+                # Returned in the default layout, which every neck and head expects.
+                outs.append(out.contiguous())
         return tuple(outs)
 
     def _freeze_stages(self) -> None:

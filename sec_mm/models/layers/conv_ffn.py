@@ -22,5 +22,7 @@ class ConvFFN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         hidden = self.act(self.fc1(x))
-        hidden = hidden + self.dwconv(hidden)
+        # In place into the depthwise conv's fresh output (its backward does not need it):
+        # saves one 3C-channel allocation, the largest tensors of a block.
+        hidden = self.dwconv(hidden).add_(hidden)
         return self.fc2(hidden)

@@ -5,6 +5,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+__all__ = ['rotate_pairs', 'apply_rope', 'apply_rope_qk', 'RotaryEmbedding2d']
+
 
 def rotate_pairs(x: Tensor) -> Tensor:
     """Map each consecutive pair ``(x0, x1)`` of the last axis to ``(-x1, x0)``."""
@@ -15,6 +17,67 @@ def rotate_pairs(x: Tensor) -> Tensor:
 def apply_rope(x: Tensor, sin: Tensor, cos: Tensor) -> Tensor:
     """Rotate ``x`` of shape ``(..., L, d)`` by the angles behind ``sin``/``cos`` ``(L, d)``."""
     return x * cos + rotate_pairs(x) * sin
+
+
+def _rotate_complex(x: Tensor, rotation: Tensor, out: Tensor) -> None:
+    """``out = x * rotation`` with channel pairs of ``x``/``out`` read as complex numbers.
+
+    ``x``: ``(B, L, heads, d)``; ``rotation``: complex ``(L, d / 2)``; ``out``: a
+    ``(B, L, heads, d)`` view of any layout (written in place).
+    """
+    if x.stride(-1) != 1 or any(stride % 2 for stride in x.stride()[:-1]) or \
+            x.storage_offset() % 2:
+        x = x.contiguous()
+    torch.mul(torch.view_as_complex(x.unflatten(-1, (-1, 2))), rotation[:, None],
+              out=torch.view_as_complex(out.unflatten(-1, (-1, 2))))
+
+
+class _RopeQK(torch.autograd.Function):
+    """RoPE of token-major q and k into one head-major buffer; backward rotates back."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, rotation: Tensor) -> Tensor:
+        batch, length, heads, dims = q.shape
+        out = q.new_empty((2, batch, heads, length, dims))
+        _rotate_complex(q, rotation, out[0].transpose(1, 2))
+        _rotate_complex(k, rotation, out[1].transpose(1, 2))
+        ctx.save_for_backward(rotation)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        rotation, = ctx.saved_tensors
+        # A rotation's adjoint is the rotation by the opposite angle.
+        grad = _RopeQK.apply(grad[0].transpose(1, 2), grad[1].transpose(1, 2),
+                             rotation.conj().resolve_conj())
+        return grad[0].transpose(1, 2), grad[1].transpose(1, 2), None
+
+
+def apply_rope_qk(q: Tensor, k: Tensor, sin: Tensor, cos: Tensor) -> Tensor:
+    """RoPE of queries and keys given token-major, returned stacked and head-major.
+
+    Equal to ``torch.stack([apply_rope(q.transpose(1, 2), sin, cos),
+    apply_rope(k.transpose(1, 2), sin, cos)])`` for tables made by
+    :class:`RotaryEmbedding2d` (both channels of a rotated pair share their angle), but one
+    complex multiplication per tensor that writes straight into the layout attention reads:
+    several times faster on CPU than ``x * cos + rotate_pairs(x) * sin``.
+
+    Args:
+        q (Tensor): ``(B, L, heads, d)`` (any strides, e.g. a view of a qkv projection).
+        k (Tensor): ``(B, L, heads, d)``.
+        sin (Tensor): ``(L, d)`` from :class:`RotaryEmbedding2d`.
+        cos (Tensor): ``(L, d)``.
+
+    Returns:
+        Tensor: ``(2, B, heads, L, d)`` contiguous, rotated q and k, in the dtype that
+        ``q * cos`` has (float32 for half-precision q and float32 tables, as in the release).
+    """
+    dtype = torch.promote_types(q.dtype, cos.dtype)
+    if torch.compiler.is_compiling() or dtype not in (torch.float32, torch.float64):
+        # Compilers fuse the real-valued formula well; complex views need float32/64.
+        return torch.stack([apply_rope(t.transpose(1, 2).to(dtype), sin, cos) for t in (q, k)])
+    rotation = torch.complex(cos[:, 0::2].to(dtype), sin[:, 0::2].to(dtype))
+    return _RopeQK.apply(q.to(dtype), k.to(dtype), rotation)
 
 
 class RotaryEmbedding2d(nn.Module):

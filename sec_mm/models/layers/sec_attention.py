@@ -1,11 +1,12 @@
 """The SEC attention layer of the SECViT release, on ``(B, C, H, W)`` feature maps."""
 from typing import Optional, Tuple
 
+import torch
 import torch.nn as nn
 from torch import Tensor
 
-from sec_mm.ops import resolve_num_clusters, sec_attention
-from .rope import RotaryEmbedding2d, apply_rope
+from sec_mm.ops import resolve_num_clusters, sec_attention, sec_order
+from .rope import RotaryEmbedding2d, apply_rope_qk
 
 
 class SECAttention(nn.Module):
@@ -84,17 +85,37 @@ class SECAttention(nn.Module):
                 f'SECAttention expects a (B, {self.embed_dims}, H, W) feature map, got shape '
                 f'{tuple(x.shape)}.')
         batch, channels, height, width = x.shape
+        # Channels-last: the 1x1 convs become plain matrix products over tokens, depthwise
+        # convs run faster, and tokens are (B, L, C) in memory without a copy.
+        x = x.contiguous(memory_format=torch.channels_last)
         qkv = self.qkv(x)
-        # Channels split as (3, heads, head_dims); tokens in row-major (h, w) order.
-        q, k, v = qkv.reshape(batch, 3, self.num_heads, self.head_dims,
-                              height * width).transpose(-1, -2).unbind(1)
+        # Channels split as (3, heads, head_dims); tokens in row-major (h, w) order. Views
+        # of the channels-last qkv map: (B, L, heads, head_dims) each.
+        q, k, v = qkv.permute(0, 2, 3, 1).reshape(batch, height * width, 3, self.num_heads,
+                                                  self.head_dims).unbind(2)
+        order = None
         if self.rope is not None:
             sin, cos = rope if rope is not None else self.rope(height, width)
-            sin, cos = sin.to(q.dtype), cos.to(q.dtype)
-            q, k = apply_rope(q, sin, cos), apply_rope(k, sin, cos)
+            q, k = apply_rope_qk(q, k, sin, cos).unbind(0)  # head-major (B, heads, L, d)
+            if k.dtype != v.dtype:
+                # Under autocast RoPE runs in float32 (as the release's q * cos does): sort
+                # on those keys, attend in the autocast dtype.
+                if self._clusters(height * width) > 1:
+                    order = sec_order(k)
+                q, k = q.to(v.dtype), k.to(v.dtype)
+        else:
+            q, k = q.transpose(1, 2), k.transpose(1, 2)
 
-        out = sec_attention(q, k, v, self.num_clusters, self.cluster_size)
-        out = out.transpose(-1, -2).reshape(batch, channels, height, width)
+        out = sec_attention(q, k, v.transpose(1, 2), self.num_clusters, self.cluster_size,
+                            order=order)
+        # (B, heads, L, d) -> (B, C, H, W) in channels-last memory (no copy when `out` is
+        # token-major, as sec_attention returns it).
+        out = out.transpose(1, 2).reshape(batch, height, width, channels).permute(0, 3, 1, 2)
         if self.lce is not None:
-            out = out + self.lce(qkv[:, 2 * channels:])
+            # In place into the conv's fresh output: one large allocation fewer.
+            lce = self.lce(v.reshape(batch, height, width, channels).permute(0, 3, 1, 2))
+            out = lce.add_(out)
         return self.proj(out)
+
+    def _clusters(self, num_tokens: int) -> int:
+        return resolve_num_clusters(num_tokens, self.num_clusters, self.cluster_size)

@@ -63,7 +63,7 @@ class SECViTBlock(nn.Module):
             self.gamma1 = self.gamma2 = None
 
     def _forward(self, x: Tensor, rope: Optional[Tuple[Tensor, Tensor]]) -> Tensor:
-        x = x + self.cpe(x)
+        x = self.cpe(x).add_(x)  # in place into the conv's fresh output: x + cpe(x)
         attn = self.attn(self.norm1(x), rope)
         x = x + self.drop_path(attn if self.gamma1 is None else self.gamma1 * attn)
         ffn = self.ffn(self.norm2(x))
