@@ -11,7 +11,11 @@ are not counted, as fvcore counts no element-wise op.
 The helpers here turn a built OpenMMLab model (an mmpretrain classifier, an mmdet detector or
 an mmseg segmentor) and an image size into a dummy batch, run the model's own data
 preprocessor on it and analyse the ``mode='tensor'`` forward, which is what mmdet's and
-mmseg's ``get_flops.py`` measure.
+mmseg's ``get_flops.py`` measure. Detectors follow the convention behind published detector
+FLOPs (mmdet 2.x ``forward_dummy``, used by Swin and the SEC papers): box heads on all 1000
+RPN proposals, mask heads on the first 100. mmdet 3.x's tensor mode does that for
+``StandardRoIHead``; for cascade heads it runs every stage's mask head on all proposals (10x
+the mask cost), so :class:`CascadeTensorForward` counts them the 2.x way.
 """
 from dataclasses import dataclass
 from math import prod
@@ -23,11 +27,14 @@ from mmengine.analysis import FlopAnalyzer, parameter_count
 from mmengine.analysis.jit_handles import get_shape
 
 __all__ = [
-    'ATTENTION_OP', 'ATTENTION_FLOP_HANDLES', 'sdpa_flop_jit', 'flop_analyzer',
-    'dummy_batch', 'TensorModeForward', 'Complexity', 'model_complexity'
+    'ATTENTION_OP', 'ATTENTION_FLOP_HANDLES', 'MASK_ROIS', 'sdpa_flop_jit', 'flop_analyzer',
+    'dummy_batch', 'TensorModeForward', 'CascadeTensorForward', 'Complexity',
+    'model_complexity'
 ]
 
 ATTENTION_OP = 'aten::scaled_dot_product_attention'
+#: Proposals whose masks count (mmdet's ``StandardRoIHead.forward`` and 2.x ``forward_dummy``).
+MASK_ROIS = 100
 
 
 def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
@@ -125,6 +132,38 @@ class TensorModeForward(nn.Module):
         return self.model(inputs, self.data_samples, mode='tensor')
 
 
+class CascadeTensorForward(TensorModeForward):
+    """A cascade detector's backbone, neck, RPN and heads as published FLOPs count them.
+
+    Every stage's box head runs on all RPN proposals and every stage's mask head on the first
+    :data:`MASK_ROIS` proposals, as in mmdet 2.x ``CascadeRoIHead.forward_dummy``.
+    """
+
+    def forward(self, inputs: torch.Tensor):
+        from mmdet.structures.bbox import bbox2roi
+        detector = self.model
+        feats = detector.extract_feat(inputs)
+        proposals = detector.rpn_head.predict(feats, self.data_samples, rescale=False)
+        rois = bbox2roi([p.bboxes for p in proposals])
+        head = detector.roi_head
+        outs = []
+        for stage in range(head.num_stages):
+            boxes = head._bbox_forward(stage, feats, rois)
+            outs += [boxes['cls_score'], boxes['bbox_pred']]
+        if head.with_mask:
+            for stage in range(head.num_stages):
+                outs.append(head._mask_forward(stage, feats, rois[:MASK_ROIS])['mask_preds'])
+        return tuple(outs)
+
+
+def _tensor_forward(model: nn.Module, data_samples: list) -> TensorModeForward:
+    if _codebase(model) == 'mmdet':
+        from mmdet.models.roi_heads import CascadeRoIHead
+        if isinstance(getattr(model, 'roi_head', None), CascadeRoIHead):
+            return CascadeTensorForward(model, data_samples)
+    return TensorModeForward(model, data_samples)
+
+
 @dataclass
 class Complexity:
     """FLOPs (multiply-adds) and parameters of a model at one input size."""
@@ -155,7 +194,7 @@ def model_complexity(model: nn.Module, height: int, width: int) -> Complexity:
     model.eval()
     data = dummy_batch(model, height, width)
     inputs = data['inputs']
-    wrapper = TensorModeForward(model, data['data_samples'])
+    wrapper = _tensor_forward(model, data['data_samples'])
     with torch.no_grad():
         analyzer = flop_analyzer(wrapper, (inputs, ))
         flops = analyzer.total()
