@@ -40,6 +40,12 @@ def _set_work_dir(cfg: Config, config_path: str, work_dir: Optional[str]) -> Non
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
 
 
+def amp_device_available() -> bool:
+    """Whether mixed-precision training can run (mmengine's AmpOptimWrapper needs a GPU)."""
+    from mmengine.device import get_device
+    return get_device() != 'cpu'
+
+
 def apply_train_options(cfg: Config, config_path: str, launcher: str = 'none',
                         work_dir: Optional[str] = None, amp: bool = False,
                         resume: Optional[str] = None) -> Config:
@@ -57,6 +63,9 @@ def apply_train_options(cfg: Config, config_path: str, launcher: str = 'none',
     cfg.launcher = launcher
     _set_work_dir(cfg, config_path, work_dir)
     if amp:
+        if not amp_device_available():
+            raise ValueError('--amp needs a GPU (or NPU/MLU/MUSA): mmengine\'s AmpOptimWrapper '
+                             'does not train on CPU. Drop --amp here.')
         wrapper_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
         if wrapper_type == 'AmpOptimWrapper':
             print_log('AMP training is already enabled in the config.', logger='current',

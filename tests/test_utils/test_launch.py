@@ -58,8 +58,15 @@ def test_resume_modes(configs, checkpoint):
         apply_train_options(fresh(configs, 'det'), str(DET), resume='missing.pth')
 
 
+@pytest.fixture
+def pretend_gpu(monkeypatch):
+    """Take the accelerator branch of --amp on this CPU machine (only our logic runs)."""
+    from sec_mm.utils import launch
+    monkeypatch.setattr(launch, 'amp_device_available', lambda: True)
+
+
 @pytest.mark.parametrize('name', ['det', 'seg', 'cls'])
-def test_amp(configs, name):
+def test_amp(configs, name, pretend_gpu):
     cfg = apply_train_options(fresh(configs, name), 'x.py', amp=True)
     assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
     assert cfg.optim_wrapper.loss_scale == 'dynamic'
@@ -68,7 +75,12 @@ def test_amp(configs, name):
     assert apply_train_options(cfg, 'x.py', amp=True).optim_wrapper.type == 'AmpOptimWrapper'
 
 
-def test_amp_refuses_other_wrappers(configs):
+def test_amp_on_cpu_is_refused_early(configs):
+    with pytest.raises(ValueError, match='--amp needs a GPU'):
+        apply_train_options(fresh(configs, 'det'), str(DET), amp=True)
+
+
+def test_amp_refuses_other_wrappers(configs, pretend_gpu):
     cfg = fresh(configs, 'det')
     cfg.optim_wrapper.type = 'MyWrapper'
     with pytest.raises(ValueError, match='--amp'):
