@@ -142,3 +142,65 @@ def test_resolve_num_clusters():
     assert resolve_num_clusters(3137, cluster_size=98) == 33
     assert resolve_num_clusters(49, cluster_size=98) == 1
     assert resolve_num_clusters(5, num_clusters=8) == 5
+
+
+# ----- fast paths: radix-key sort, row gathers, layouts -----
+from sec_mm.ops import gather_tokens, restore_tokens  # noqa: E402
+from sec_mm.ops.sec_attention import _stable_argsort_rows  # noqa: E402
+
+
+@pytest.mark.parametrize('values', [
+    torch.randn(3, 4, 50),
+    torch.randint(-3, 3, (2, 5, 40)).float(),  # many ties: stability decides
+    torch.tensor([[0., -0., 1., -1., 0., float('inf'), -float('inf'), 1e-38, -1e-38, 3., -0.]]),
+    torch.randn(1, 1, 1),
+])
+def test_key_sort_equals_stable_torch_sort(values):
+    assert torch.equal(_stable_argsort_rows(values),
+                       torch.sort(values, dim=-1, stable=True).indices)
+
+
+def test_sec_order_of_strided_keys_equals_contiguous():
+    packed = torch.randn(2, 30, 3, 4, 8)  # (B, L, 3, heads, d) as a qkv projection lays it out
+    keys = packed[:, :, 1].transpose(1, 2)
+    assert not keys.is_contiguous()
+    assert torch.equal(sec_order(keys), sec_order(keys.contiguous()))
+
+
+def test_gather_tokens_takes_any_index_with_correct_gradients():
+    packed = torch.randn(2, 12, 3, 2, 5, dtype=torch.float64, requires_grad=True)
+    index = torch.tensor([[0, 0, 11, 3, 3, 3], [5, 4, 3, 2, 1, 0]]).expand(2, 2, 6)
+
+    def take(packed):  # from a strided (B, heads, L, d) view, as the layers pass keys
+        return gather_tokens(packed[:, :, 1].transpose(1, 2), index)
+
+    x = packed[:, :, 1].transpose(1, 2)
+    torch.testing.assert_close(
+        take(packed), torch.gather(x, 2, index.unsqueeze(-1).expand(-1, -1, -1, 5)))
+    # Repeated tokens receive the sum of their gradients, left-out ones none.
+    assert torch.autograd.gradcheck(take, (packed, ))
+
+
+def test_gather_and_restore_on_strided_views():
+    packed = torch.randn(2, 20, 3, 2, 4, dtype=torch.float64)
+    v = packed[:, :, 2].transpose(1, 2).requires_grad_()  # (B, heads, L, d), token-major
+    v.retain_grad()
+    order = torch.stack([torch.randperm(20) for _ in range(4)]).view(2, 2, 20)
+    gathered = gather_tokens(v, order)
+    torch.testing.assert_close(
+        gathered, torch.gather(v, 2, order.unsqueeze(-1).expand(-1, -1, -1, 4)))
+    restored = restore_tokens(gathered, order)
+    torch.testing.assert_close(restored, v)
+    # sec_attention's callers merge heads with a free view: the restore is token-major.
+    assert restored.transpose(1, 2).is_contiguous()
+    assert torch.autograd.gradcheck(lambda t: restore_tokens(gather_tokens(t, order), order),
+                                    (v.detach().clone().requires_grad_(), ))
+
+
+def test_token_major_inputs_give_the_reference_result():
+    """q, k, v as strided views of one (B, L, 3, heads, d) qkv tensor, as SECAttention passes."""
+    packed = torch.randn(2, 50, 3, 3, 8)
+    q, k, v = (t.transpose(1, 2) for t in packed.unbind(2))
+    out = sec_attention(q, k, v, num_clusters=4)
+    torch.testing.assert_close(out.double(), reference_sec_attention(q, k, v, 4),
+                               atol=1e-5, rtol=1e-5)

@@ -2,13 +2,13 @@ import importlib.util
 
 from .conv_ffn import ConvFFN
 from .norm import LayerNorm2d
-from .rope import RotaryEmbedding2d, apply_rope, rotate_pairs
+from .rope import RotaryEmbedding2d, apply_rope, apply_rope_qk, rotate_pairs
 from .sec_attention import SECAttention
 from .secvit_block import SECViTBlock
 
 __all__ = [
-    'ConvFFN', 'LayerNorm2d', 'RotaryEmbedding2d', 'apply_rope', 'rotate_pairs',
-    'SECAttention', 'SECViTBlock'
+    'ConvFFN', 'LayerNorm2d', 'RotaryEmbedding2d', 'apply_rope', 'apply_rope_qk',
+    'rotate_pairs', 'SECAttention', 'SECViTBlock'
 ]
 
 if importlib.util.find_spec('mmpretrain') is not None:

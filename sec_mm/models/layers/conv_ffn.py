@@ -2,6 +2,8 @@
 import torch.nn as nn
 from torch import Tensor
 
+from .inplace import add_into
+
 
 class ConvFFN(nn.Module):
     """``fc2(h + dwconv(h))`` with ``h = GELU(fc1(x))``, all on ``(B, C, H, W)`` maps.
@@ -24,5 +26,5 @@ class ConvFFN(nn.Module):
         hidden = self.act(self.fc1(x))
         # In place into the depthwise conv's fresh output (its backward does not need it):
         # saves one 3C-channel allocation, the largest tensors of a block.
-        hidden = self.dwconv(hidden).add_(hidden)
+        hidden = add_into(self.dwconv(hidden), hidden)
         return self.fc2(hidden)

@@ -6,6 +6,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from sec_mm.ops import resolve_num_clusters, sec_attention, sec_order
+from .inplace import add_into
 from .rope import RotaryEmbedding2d, apply_rope_qk
 
 
@@ -114,7 +115,7 @@ class SECAttention(nn.Module):
         if self.lce is not None:
             # In place into the conv's fresh output: one large allocation fewer.
             lce = self.lce(v.reshape(batch, height, width, channels).permute(0, 3, 1, 2))
-            out = lce.add_(out)
+            out = add_into(lce, out)
         return self.proj(out)
 
     def _clusters(self, num_tokens: int) -> int:

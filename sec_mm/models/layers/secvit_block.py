@@ -8,6 +8,7 @@ from mmcv.cnn.bricks import DropPath
 from torch import Tensor
 
 from .conv_ffn import ConvFFN
+from .inplace import add_into
 from .norm import LayerNorm2d
 from .sec_attention import SECAttention
 
@@ -63,7 +64,7 @@ class SECViTBlock(nn.Module):
             self.gamma1 = self.gamma2 = None
 
     def _forward(self, x: Tensor, rope: Optional[Tuple[Tensor, Tensor]]) -> Tensor:
-        x = self.cpe(x).add_(x)  # in place into the conv's fresh output: x + cpe(x)
+        x = add_into(self.cpe(x), x)  # x + cpe(x), into the conv's fresh output
         attn = self.attn(self.norm1(x), rope)
         x = x + self.drop_path(attn if self.gamma1 is None else self.gamma1 * attn)
         ffn = self.ffn(self.norm2(x))

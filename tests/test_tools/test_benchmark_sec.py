@@ -1,0 +1,65 @@
+"""The SEC benchmark tool's smoke run: every table and row, and baseline/ours agreement."""
+import importlib.util
+import math
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_tool():
+    path = ROOT / 'tools' / 'analysis_tools' / 'benchmark_sec.py'
+    spec = importlib.util.spec_from_file_location('benchmark_sec', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_run_tables_rows_and_agreement(tmp_path):
+    tool = load_tool()
+    out = tmp_path / 'results.md'
+    # Another tool's section in the same file must survive the rewrite.
+    other = '<!-- BEGIN sec_connector -->\nconnector table\n<!-- END sec_connector -->'
+    out.write_text(f'# Benchmarks\n\n{other}\n\n{tool.BEGIN_MARKER}\nstale\n'
+                   f'{tool.END_MARKER}\n')
+    threads = torch.get_num_threads()
+    try:  # one thread: the smoke run's timings are meaningless, and it stays fast under load
+        results = tool.main(['--quick', '--repeats', '1', '--warmup', '0', '--out', str(out),
+                             '--threads', '1'])
+    finally:
+        torch.set_num_threads(threads)
+
+    # (a) 4 stage shapes + the detection shape, each for the bare attention and the layer.
+    rows = results['a']
+    assert [(r['shape'], r['part']) for r in rows] == [
+        (shape, part) for shape in ['stage 1 @ 64x64', 'stage 2 @ 64x64', 'stage 3 @ 64x64',
+                                    'stage 4 @ 64x64', 'stage 1 @ 128x192']
+        for part in ('attention', 'layer')]
+    assert [r['clusters'] for r in rows[::2]] == [32, 8, 2, -1, 32]
+    for row in rows:  # the appendix code and ours compute the same function
+        assert row['rel_err_out'] < 1e-5 and row['rel_err_grad'] < 1e-5, row
+        assert row['rel_err_64'] < 1e-12, row
+        assert row['base_fwd_ms'] > 0 and row['ours_fwdbwd_ms'] > 0
+        assert math.isclose(row['fwd_speedup'], row['base_fwd_ms'] / row['ours_fwd_ms'])
+    # (b) every clustered shape; (c) three models; (d) five sizes, ratios to the 2nd one.
+    assert [r['shape'] for r in results['b']] == [
+        'stage 1 @ 64x64', 'stage 2 @ 64x64', 'stage 3 @ 64x64', 'stage 1 @ 128x192']
+    assert [r['model'] for r in results['c']] == ['SECViT-T', 'SECViT-S', 'Swin-T (mmpretrain)']
+    assert results['c'][-1]['ratio_to_swin'] == 1.0
+    assert all(r['images_per_s'] > 0 and r['train_peak_mib'] > 0 for r in results['c'])
+    sizes = results['d']
+    assert [r['size'] for r in sizes] == ['64x64', '100x100', '128x128', '160x160', '200x200']
+    assert sizes[1]['cluster_size_time_ratio'] == 1.0
+    assert [r['cluster_size_tokens_per_cluster'] for r in sizes] == [86, 90, 94, 95, 97]
+    assert [r['num_clusters_tokens_per_cluster'] for r in sizes] == [8, 20, 32, 50, 79]
+    assert len(results['targets']) == 7
+
+    text = out.read_text()
+    assert other in text and 'stale' not in text
+    section = text[text.index(tool.BEGIN_MARKER):text.index(tool.END_MARKER)]
+    for title in ['(a) SEC attention layer', '(b) Cost of clustering', '(c) Whole classifiers',
+                  '(d) cluster_size vs. num_clusters', 'Targets (issue 5)', '1 CPU threads',
+                  'torch ' + torch.__version__]:
+        assert title in section
+    assert section.count('| stage 1 @ 64x64 |') == 3  # two rows in (a), one in (b)
