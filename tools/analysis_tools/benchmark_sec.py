@@ -525,8 +525,8 @@ def machine_description(args, device: torch.device) -> List[str]:
                 cpu = line.split(':', 1)[1].strip()
                 break
     lines = [f'- date: {datetime.datetime.now().isoformat(timespec="minutes")}',
-             f'- command: `python tools/analysis_tools/benchmark_sec.py '
-             f'{" ".join(args.argv)}`'.replace(' `', '`'),
+             '- command: `' + ' '.join(['python tools/analysis_tools/benchmark_sec.py'] +
+                                       args.argv) + '`',
              f'- machine: {cpu}, {os.cpu_count()} logical CPUs, {platform.system()} '
              f'{platform.release()}, Python {platform.python_version()}',
              f'- torch {torch.__version__}, device {device}, '
