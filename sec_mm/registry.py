@@ -7,9 +7,11 @@ import importlib
 from typing import List
 
 from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
 from mmengine.registry import Registry
 
 from . import models
+from .utils.amp import CPUAmpOptimWrapper
 
 CODEBASES = ('mmpretrain', 'mmdet', 'mmseg')
 
@@ -30,7 +32,7 @@ def _register(registry: Registry, cls: type, name: str) -> None:
     if existing is cls:
         return
     if existing is not None:
-        raise KeyError(f'{registry.scope}.MODELS already has a different {name!r} '
+        raise KeyError(f'{registry.scope}.{registry.name} already has a different {name!r} '
                        f'({existing.__module__}); sec_mm cannot register its own.')
     registry.register_module(name=name, module=cls)
 
@@ -55,3 +57,5 @@ def register_all_modules() -> None:
     # its own 'LN2d', mmdet and mmseg do not.
     if 'LN2d' not in MMENGINE_MODELS.module_dict:
         _register(MMENGINE_MODELS, models.LayerNorm2d, 'LN2d')
+    # `--amp` on a machine without an accelerator (the codebases' registries inherit it).
+    _register(MMENGINE_OPTIM_WRAPPERS, CPUAmpOptimWrapper, 'CPUAmpOptimWrapper')

@@ -56,16 +56,14 @@ def apply_train_options(cfg: Config, config_path: str, launcher: str = 'none',
         config_path: Its file (names the default work dir).
         launcher: ``'none'``, ``'pytorch'`` or ``'slurm'``.
         work_dir: ``--work-dir``.
-        amp: ``--amp``: mixed precision through ``AmpOptimWrapper``.
+        amp: ``--amp``: mixed precision through ``AmpOptimWrapper`` (float16 with dynamic
+            loss scaling) on accelerators, ``CPUAmpOptimWrapper`` (bfloat16) on CPU.
         resume: ``--resume``: ``'auto'`` resumes from the work dir's latest checkpoint, a
             path resumes from that checkpoint, None starts fresh.
     """
     cfg.launcher = launcher
     _set_work_dir(cfg, config_path, work_dir)
     if amp:
-        if not amp_device_available():
-            raise ValueError('--amp needs a GPU (or NPU/MLU/MUSA): mmengine\'s AmpOptimWrapper '
-                             'does not train on CPU. Drop --amp here.')
         wrapper_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
         if wrapper_type == 'AmpOptimWrapper':
             print_log('AMP training is already enabled in the config.', logger='current',
@@ -73,9 +71,13 @@ def apply_train_options(cfg: Config, config_path: str, launcher: str = 'none',
         elif wrapper_type != 'OptimWrapper':
             raise ValueError(f'--amp needs optim_wrapper.type OptimWrapper (it becomes '
                              f'AmpOptimWrapper); the config has {wrapper_type!r}.')
-        else:
+        elif amp_device_available():
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        else:
+            # mmengine's AmpOptimWrapper needs an accelerator; on CPU train in bfloat16.
+            cfg.optim_wrapper.type = 'CPUAmpOptimWrapper'
+            cfg.optim_wrapper.setdefault('dtype', 'bfloat16')
     if resume == 'auto':
         cfg.resume = True
         cfg.load_from = None
@@ -92,10 +94,10 @@ def _enable_visualization(cfg: Config, codebase: str, show: bool, show_dir: Opti
                           wait_time: float) -> None:
     hooks = cfg.get('default_hooks', {})
     if 'visualization' not in hooks:
-        raise ValueError('--show/--show-dir need a VisualizationHook in default_hooks; add '
-                         "default_hooks=dict(visualization=dict(type='"
-                         f"{'Det' if codebase == 'mmdet' else 'Seg' if codebase == 'mmseg' else ''}"
-                         "VisualizationHook')).")
+        hook_type = {'mmdet': 'DetVisualizationHook', 'mmseg': 'SegVisualizationHook',
+                     'mmpretrain': 'VisualizationHook'}[codebase]
+        raise ValueError('--show/--show-dir need a visualization hook; add default_hooks='
+                         f"dict(visualization=dict(type='{hook_type}')) to the config.")
     hook = hooks['visualization']
     if codebase == 'mmpretrain':
         hook.update(enable=True, show=show, wait_time=wait_time, out_dir=show_dir)
