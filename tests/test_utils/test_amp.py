@@ -18,7 +18,7 @@ def test_secvit_trains_under_cpu_bf16_autocast():
     assert isinstance(wrapper, CPUAmpOptimWrapper)
     dtypes = []
     model.stages[0].blocks[0].attn.register_forward_hook(
-        lambda module, args, out: dtypes.append(out.dtype))
+        lambda module, args, out: dtypes.append(out.dtype) and None)
     images = torch.randn(2, 3, 96, 80)
     losses = []
     for _ in range(4):
@@ -38,3 +38,21 @@ def test_rejects_unknown_dtype():
     with pytest.raises(ValueError, match='bfloat16 or float16'):
         CPUAmpOptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
                            dtype='float64')
+
+
+def test_only_the_backbone_runs_in_bfloat16():
+    from mmpretrain.registry import MODELS
+    model = MODELS.build(dict(
+        type='ImageClassifier', backbone=dict(type='SECViT', arch=TINY),
+        head=dict(type='SECViTClsHead', num_classes=3, in_channels=128, hidden_channels=32)))
+    wrapper = CPUAmpOptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.01))
+    seen = {}
+    model.backbone.stages[3].register_forward_hook(
+        lambda module, args, out: seen.__setitem__('stage', out[0].dtype))
+    model.head.proj.register_forward_hook(
+        lambda module, args, out: seen.__setitem__('head_input', args[0].dtype))
+    with wrapper.optim_context(model):
+        logits = model(torch.randn(2, 3, 64, 64), mode='tensor')
+    wrapper.update_params(logits.square().mean())
+    assert seen == {'stage': torch.bfloat16, 'head_input': torch.float32}
+    assert 'forward' not in vars(model.backbone)  # the patch is gone after the context
