@@ -47,12 +47,12 @@ def test_only_the_backbone_runs_in_bfloat16():
         head=dict(type='SECViTClsHead', num_classes=3, in_channels=128, hidden_channels=32)))
     wrapper = CPUAmpOptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.01))
     seen = {}
-    model.backbone.stages[3].register_forward_hook(
-        lambda module, args, out: seen.__setitem__('stage', out[0].dtype))
+    model.backbone.stages[3].blocks[0].attn.register_forward_hook(
+        lambda module, args, out: seen.__setitem__('attention', out.dtype))
     model.head.proj.register_forward_hook(
         lambda module, args, out: seen.__setitem__('head_input', args[0].dtype))
     with wrapper.optim_context(model):
         logits = model(torch.randn(2, 3, 64, 64), mode='tensor')
     wrapper.update_params(logits.square().mean())
-    assert seen == {'stage': torch.bfloat16, 'head_input': torch.float32}
+    assert seen == {'attention': torch.bfloat16, 'head_input': torch.float32}
     assert 'forward' not in vars(model.backbone)  # the patch is gone after the context
