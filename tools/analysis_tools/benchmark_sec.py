@@ -530,7 +530,9 @@ def machine_description(args, device: torch.device) -> List[str]:
              f'- machine: {cpu}, {os.cpu_count()} logical CPUs, {platform.system()} '
              f'{platform.release()}, Python {platform.python_version()}',
              f'- torch {torch.__version__}, device {device}, '
-             f'{torch.get_num_threads()} CPU threads (torch.set_num_threads)']
+             f'{torch.get_num_threads()} CPU threads (torch.set_num_threads)',
+             '- allocator: ' + ('glibc keeping freed memory (--keep-freed-memory)'
+                                if args.keep_freed_memory else 'glibc defaults')]
     if device.type == 'cuda':
         lines.append(f'- GPU: {torch.cuda.get_device_name(device)}')
     return lines
@@ -600,6 +602,18 @@ def write_section(path: Path, section: str) -> None:
     path.write_text(text)
 
 
+def keep_freed_memory() -> None:
+    """Make glibc keep freed memory in the process (no mmap for large blocks, no trimming),
+    so that large tensors are not page-faulted in again on every allocation: what a caching
+    allocator (CUDA's, tcmalloc, jemalloc) gives. Affects every implementation alike."""
+    import ctypes
+    import ctypes.util
+    libc = ctypes.CDLL(ctypes.util.find_library('c'))
+    m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>
+    if not (libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 2**31 - 1)):
+        raise SystemExit('--keep-freed-memory: mallopt failed (needs glibc).')
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -610,6 +624,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--warmup', type=int, default=2, help='untimed runs first')
     parser.add_argument('--sections', default='abcd',
                         help='which tables to run, any of "abcd" (default all)')
+    parser.add_argument('--keep-freed-memory', action='store_true',
+                        help='CPU: glibc keeps freed memory instead of returning blocks over '
+                        '32 MB to the OS (whose reuse then page-faults); shows the cost '
+                        'without allocator effects')
     parser.add_argument('--quick', action='store_true',
                         help='smoke run on tiny shapes (seconds); numbers are not meaningful')
     parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results.md'),
@@ -630,6 +648,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise SystemExit('--device cuda was given but CUDA is not available here.')
     torch.set_num_threads(args.threads)
+    if args.keep_freed_memory:
+        keep_freed_memory()
     load_start = os.getloadavg()[0]
     print('\n'.join(machine_description(args, device)), flush=True)
     results = {}
