@@ -22,6 +22,9 @@ fi
 
 log() { printf '[setup_env] %s\n' "$*" >&2; }
 
+# Only the interpreter's path goes to stdout (callers capture it); everything else to stderr.
+exec 3>&1 1>&2
+
 # Everything that decides the environment's content; a change to any of them reinstalls.
 fingerprint=$(cat "$ROOT"/requirements/*.txt "$ROOT/setup.py" "$ROOT/tools/setup_env.sh" | sha256sum | cut -d' ' -f1)
 stamp="$VENV/.sec_mm_env"
@@ -29,7 +32,7 @@ VPY="$VENV/bin/python"
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$fingerprint" ] && [ -x "$VPY" ]; then
   log "environment up to date: $VENV"
-  echo "$VPY"
+  echo "$VPY" >&3
   exit 0
 fi
 
@@ -98,4 +101,4 @@ pip_install --no-deps -e "$ROOT"
 
 echo "$fingerprint" >"$stamp"
 log "environment ready in $(( $(date +%s) - start )) s: $VENV"
-echo "$VPY"
+echo "$VPY" >&3
