@@ -125,12 +125,16 @@ def test_dist_test_prints_coco_metrics(det_run, workspace):
     # A barely trained detector scores below the default threshold; keep every box.
     log = run(['bash', TOOLS / 'dist_test.sh', DET, work_dir / 'iter_2.pth', 2, '--work-dir',
                workspace / 'det_test', '--out', workspace / 'det_test' / 'results.pkl',
-               '--cfg-options', *DET_OPTIONS[4:], 'model.test_cfg.rcnn.score_thr=0.0'],
+               '--show-dir', 'painted', '--cfg-options', *DET_OPTIONS[4:],
+               'model.test_cfg.rcnn.score_thr=0.0'],
               workspace, PORT=free_port())
     assert_two_process_run(log)
     for metric in ('coco/bbox_mAP', 'coco/segm_mAP', 'coco/bbox_mAP_50'):
         assert re.search(rf'{metric}: \d\.\d+', log), metric
     assert (workspace / 'det_test' / 'results.pkl').stat().st_size > 0
+    # --show-dir as in mmdet: under work_dir/<timestamp>/, one picture per val image.
+    painted = list((workspace / 'det_test').glob('*/painted/*.jpg'))
+    assert len(painted) == len(list((workspace / 'data/toy_coco/val2017').glob('*.jpg')))
 
 
 @pytest.mark.e2e
