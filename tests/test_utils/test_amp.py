@@ -41,10 +41,13 @@ def test_rejects_unknown_dtype():
 
 
 def test_only_the_backbone_runs_in_bfloat16():
+    from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
-    model = MODELS.build(dict(
-        type='ImageClassifier', backbone=dict(type='SECViT', arch=TINY),
-        head=dict(type='SECViTClsHead', num_classes=3, in_channels=128, hidden_channels=32)))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = MODELS.build(dict(
+            type='ImageClassifier', backbone=dict(type='SECViT', arch=TINY),
+            head=dict(type='SECViTClsHead', num_classes=3, in_channels=128,
+                      hidden_channels=32)))
     wrapper = CPUAmpOptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.01))
     seen = {}
     model.backbone.stages[3].blocks[0].attn.register_forward_hook(

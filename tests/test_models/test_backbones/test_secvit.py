@@ -2,6 +2,7 @@ import re
 
 import pytest
 import torch
+from mmengine.registry import DefaultScope
 from mmpretrain.registry import MODELS as PRETRAIN_MODELS
 
 import sec_mm  # noqa: F401
@@ -15,10 +16,12 @@ RELEASED_PARAMS = {'t': 14_981_800, 's': 26_776_104, 'b': 54_682_776, 'l': 96_49
 def build_classifier(arch, **backbone):
     channels = arch['embed_dims'][-1] if isinstance(arch, dict) else \
         SECViT.arch_zoo[arch]['embed_dims'][-1]
-    return PRETRAIN_MODELS.build(dict(
-        type='ImageClassifier',
-        backbone=dict(type='SECViT', arch=arch, **backbone),
-        head=dict(type='SECViTClsHead', num_classes=1000, in_channels=channels)))
+    # Earlier Runner tests may leave mmdet or mmseg as the default scope.
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        return PRETRAIN_MODELS.build(dict(
+            type='ImageClassifier',
+            backbone=dict(type='SECViT', arch=arch, **backbone),
+            head=dict(type='SECViTClsHead', num_classes=1000, in_channels=channels)))
 
 
 @pytest.mark.parametrize('arch', sorted(RELEASED_PARAMS))
@@ -49,16 +52,17 @@ def test_reproduces_the_released_model(reference_dir):
     arch = fixture['arch']
     state_dict, inferred = convert_secvit_state_dict(fixture['state_dict'])
     assert inferred['depths'] == arch['depths'] and inferred['num_heads'] == arch['num_heads']
-    model = PRETRAIN_MODELS.build(dict(
-        type='ImageClassifier',
-        backbone=dict(
-            type='SECViT',
-            arch=dict(embed_dims=arch['embed_dims'], depths=arch['depths'],
-                      num_heads=arch['num_heads'], mlp_ratios=arch['mlp_ratios'],
-                      layer_scales=arch['layerscales']),
-            num_clusters=arch['num_clusters'], out_indices=(0, 1, 2, 3), drop_path_rate=0.),
-        head=dict(type='SECViTClsHead', num_classes=arch['num_classes'],
-                  in_channels=arch['embed_dims'][-1], hidden_channels=arch['projection'])))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = PRETRAIN_MODELS.build(dict(
+            type='ImageClassifier',
+            backbone=dict(
+                type='SECViT',
+                arch=dict(embed_dims=arch['embed_dims'], depths=arch['depths'],
+                          num_heads=arch['num_heads'], mlp_ratios=arch['mlp_ratios'],
+                          layer_scales=arch['layerscales']),
+                num_clusters=arch['num_clusters'], out_indices=(0, 1, 2, 3), drop_path_rate=0.),
+            head=dict(type='SECViTClsHead', num_classes=arch['num_classes'],
+                      in_channels=arch['embed_dims'][-1], hidden_channels=arch['projection'])))
     model.load_state_dict(state_dict, strict=True)
     model.eval()
     with torch.no_grad():

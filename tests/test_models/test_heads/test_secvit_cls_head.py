@@ -1,5 +1,6 @@
 import pytest
 import torch
+from mmengine.registry import DefaultScope
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
@@ -7,8 +8,9 @@ import sec_mm  # noqa: F401
 
 
 def build_head():
-    return MODELS.build(dict(type='SECViTClsHead', num_classes=5, in_channels=32,
-                             hidden_channels=16))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        return MODELS.build(dict(type='SECViTClsHead', num_classes=5, in_channels=32,
+                                 hidden_channels=16))
 
 
 def test_forward_and_loss():
