@@ -9,7 +9,7 @@ from sec_mm.utils.launch import apply_test_options, apply_train_options, load_co
 
 REPO = Path(__file__).resolve().parents[2]
 DET = REPO / 'configs/detection/secvit/toy/mask-rcnn_secvit-t_fpn_toy-coco.py'
-SEG = REPO / 'configs/segmentation/secvit/toy/upernet_secvit-t_toy-ade-256x256.py'
+SEG = REPO / 'configs/segmentation/secvit/toy/upernet_secvit-t_toy-ade-192x192.py'
 CLS = REPO / 'configs/classification/secvit/secvit-t_8xb128_in1k.py'
 
 

@@ -32,7 +32,7 @@ TASKS = {
             f'val_dataloader.dataset.data_root={d}/toy_coco/',
             f'val_evaluator.ann_file={d}/toy_coco/annotations/instances_val2017.json']),
     'seg': dict(
-        config='configs/segmentation/secvit/toy/upernet_secvit-t_toy-ade-256x256.py',
+        config='configs/segmentation/secvit/toy/upernet_secvit-t_toy-ade-192x192.py',
         dataset='ade', metrics=('mIoU', 'aAcc', 'mAcc'), main_metric='mIoU', target=0.6,
         data_options=lambda d: [f'train_dataloader.dataset.data_root={d}/toy_ade/',
                                 f'val_dataloader.dataset.data_root={d}/toy_ade/']),

@@ -1,5 +1,6 @@
 # SECViT-T UperNet on the toy ADE shapes set (tools/misc/make_toy_datasets.py ade), from
-# scratch and small enough for a CPU: 256 px crops, 4 classes, a short iteration schedule.
+# scratch and small enough for a CPU: the 256 px images scaled to 192 px crops (1.7x faster
+# than 256 and no slower to learn per iteration), 4 classes, a short iteration schedule.
 # The papers have no UperNet-T; this is the UperNet-S config with the T backbone (same widths).
 #
 # Label maps: 0 is the background, 1-3 the shapes. The background is a class here, so the
@@ -8,15 +9,16 @@ _base_ = ['../upernet_secvit-s_8xb2-160k_ade20k-512x512.py']
 
 classes = ('background', 'circle', 'square', 'triangle')
 palette = [[0, 0, 0], [220, 20, 60], [0, 128, 255], [255, 200, 0]]
-crop_size = (256, 256)
+crop_size = (192, 192)
 data_root = 'data/toy_ade/'
-max_iters = 400
-val_interval = 200
+max_iters = 1500
+val_interval = 250
 
 model = dict(
     data_preprocessor=dict(size=crop_size),
     # From scratch: there are no ImageNet weights on this machine.
-    backbone=dict(arch='t', drop_path_rate=0.1, init_cfg=None),
+    # No stochastic depth: it slows down a short from-scratch schedule.
+    backbone=dict(arch='t', drop_path_rate=0.0, init_cfg=None),
     # UperNet's 512-channel head is 93% of the model's FLOPs at this size (52 of 56 GFLOPs);
     # 128 channels make it CPU-sized (the backbone, the point of the exercise, is unchanged).
     decode_head=dict(in_channels=[64, 128, 256, 512], channels=128, num_classes=len(classes)),
@@ -63,8 +65,8 @@ test_dataloader = val_dataloader
 
 train_cfg = dict(
     _delete_=True, type='IterBasedTrainLoop', max_iters=max_iters, val_interval=val_interval)
-# From scratch needs a larger learning rate than fine-tuning (Swin's 6e-5).
-optim_wrapper = dict(optimizer=dict(lr=3e-4), clip_grad=dict(max_norm=10.))
+# From scratch needs a larger learning rate than fine-tuning (Swin's 6e-5); 1e-3 was worse.
+optim_wrapper = dict(optimizer=dict(lr=5e-4), clip_grad=dict(max_norm=10.))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=50, end=max_iters, by_epoch=False)
