@@ -70,7 +70,8 @@ param_scheduler = [
          eta_min_ratio=0.01)
 ]
 default_hooks = dict(
-    logger=dict(interval=10),
+    # Validation metrics logged against the iteration, not the (single) epoch.
+    logger=dict(interval=10, log_metric_by_epoch=False),
     checkpoint=dict(by_epoch=False, interval=val_interval, max_keep_ckpts=2))
 log_processor = dict(by_epoch=False, window_size=10)
 auto_scale_lr = dict(enable=False, base_batch_size=4)

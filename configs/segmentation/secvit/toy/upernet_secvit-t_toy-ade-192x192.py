@@ -72,6 +72,7 @@ param_scheduler = [
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=50, end=max_iters, by_epoch=False)
 ]
 default_hooks = dict(
-    logger=dict(interval=10),
+    # Validation metrics logged against the iteration, not the (single) epoch.
+    logger=dict(interval=10, log_metric_by_epoch=False),
     checkpoint=dict(by_epoch=False, interval=val_interval, max_keep_ckpts=2))
 log_processor = dict(by_epoch=False, window_size=10)
