@@ -2,6 +2,7 @@
 
     python tools/misc/learning_proof.py {det,seg,all} [--gpus 2] [--data-dir data]
         [--work-dir work_dirs/learning_proof] [--out-dir docs] [--cfg-options k=v ...]
+        [--plot-only]
 
 - ``det``: SECViT-T Mask R-CNN on toy COCO (configs/detection/secvit/toy/...), COCO bbox/segm
   mAP on the val split.
@@ -46,11 +47,25 @@ def free_port() -> int:
 
 
 def read_scalars(work_dir: Path) -> list:
-    """The newest run's logged scalars (mmengine's LocalVisBackend, one JSON per line)."""
+    """The newest run's logged scalars (mmengine's LocalVisBackend, one JSON per line).
+
+    A validation record gets the iteration of the training record logged just before it (a
+    logger with ``log_metric_by_epoch=True`` would have stamped it with the epoch, 0).
+    """
     files = sorted(work_dir.glob('*/vis_data/scalars.json'), key=lambda p: p.stat().st_mtime)
     if not files:
         raise FileNotFoundError(f'No */vis_data/scalars.json under {work_dir}.')
-    return [json.loads(line) for line in files[-1].read_text().splitlines() if line.strip()]
+    records, last_train_step = [], 0
+    for line in files[-1].read_text().splitlines():
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        if 'loss' in record:
+            last_train_step = record['step']
+        else:
+            record['step'] = max(record.get('step', 0), last_train_step)
+        records.append(record)
+    return records
 
 
 def normalise(name: str, value: float) -> float:
@@ -96,17 +111,25 @@ def plot_curves(records: list, task: str, out_file: Path, title: str) -> None:
 def run_task(task: str, args) -> dict:
     spec = TASKS[task]
     data_dir = Path(args.data_dir)
-    subprocess.run([sys.executable, str(REPO / 'tools/misc/make_toy_datasets.py'),
-                    spec['dataset'], '--out-dir', str(data_dir)], check=True)
     work_dir = Path(args.work_dir) / task
-    command = ['bash', str(REPO / 'tools/dist_train.sh'), str(REPO / spec['config']),
-               str(args.gpus), '--work-dir', str(work_dir), '--cfg-options',
-               *spec['data_options'](str(data_dir)), *(args.cfg_options or [])]
-    print('[learning_proof]', ' '.join(command), flush=True)
-    start = time.time()
-    subprocess.run(command, check=True, env=dict(os.environ, PYTHON=sys.executable,
-                                                 PORT=str(free_port())))
-    minutes = (time.time() - start) / 60
+    out_dir = Path(args.out_dir)
+    result_file = out_dir / f'learning_proof_{task}.json'
+    if args.plot_only:
+        if not result_file.is_file():
+            raise FileNotFoundError(f'--plot-only needs the timing of an earlier run in '
+                                    f'{result_file}.')
+        minutes = json.loads(result_file.read_text())['minutes']
+    else:
+        subprocess.run([sys.executable, str(REPO / 'tools/misc/make_toy_datasets.py'),
+                        spec['dataset'], '--out-dir', str(data_dir)], check=True)
+        command = ['bash', str(REPO / 'tools/dist_train.sh'), str(REPO / spec['config']),
+                   str(args.gpus), '--work-dir', str(work_dir), '--cfg-options',
+                   *spec['data_options'](str(data_dir)), *(args.cfg_options or [])]
+        print('[learning_proof]', ' '.join(command), flush=True)
+        start = time.time()
+        subprocess.run(command, check=True, env=dict(os.environ, PYTHON=sys.executable,
+                                                     PORT=str(free_port())))
+        minutes = (time.time() - start) / 60
     records = read_scalars(work_dir)
     val = [r for r in records if spec['main_metric'] in r]
     if not val:
@@ -117,11 +140,10 @@ def run_task(task: str, args) -> dict:
                   processes=args.gpus, minutes=round(minutes, 1), final=final,
                   best=best, target=spec['target'],
                   reached=final[spec['main_metric']] >= spec['target'])
-    out_dir = Path(args.out_dir)
     title = (f"SECViT-T {'Mask R-CNN / toy COCO' if task == 'det' else 'UperNet / toy ADE'}"
              f" from scratch: {minutes:.1f} min on {args.gpus} CPU processes")
     plot_curves(records, task, out_dir / f'learning_proof_{task}.png', title)
-    (out_dir / f'learning_proof_{task}.json').write_text(json.dumps(result, indent=2) + '\n')
+    result_file.write_text(json.dumps(result, indent=2) + '\n')
     return result
 
 
@@ -133,6 +155,8 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir', default='work_dirs/learning_proof')
     parser.add_argument('--out-dir', default='docs', help='where the PNG/JSON results go')
     parser.add_argument('--cfg-options', nargs='+', help='passed on to tools/train.py')
+    parser.add_argument('--plot-only', action='store_true',
+                        help='no training: redraw the curves of the last run in --work-dir')
     return parser.parse_args(argv)
 
 
