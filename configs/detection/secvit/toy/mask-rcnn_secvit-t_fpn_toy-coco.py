@@ -6,8 +6,8 @@ _base_ = ['../mask-rcnn_secvit-t_fpn_1x_coco.py']
 classes = ('circle', 'square', 'triangle')
 image_size = (256, 256)
 data_root = 'data/toy_coco/'
-max_iters = 360  # about 25 minutes with 2 CPU processes
-val_interval = 120
+max_iters = 600  # about 25 minutes with 2 CPU processes on an idle 2-core machine
+val_interval = 150
 
 model = dict(
     # From scratch: there are no ImageNet weights on this machine.
