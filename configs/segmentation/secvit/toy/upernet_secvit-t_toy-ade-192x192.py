@@ -11,8 +11,8 @@ classes = ('background', 'circle', 'square', 'triangle')
 palette = [[0, 0, 0], [220, 20, 60], [0, 128, 255], [255, 200, 0]]
 crop_size = (192, 192)
 data_root = 'data/toy_ade/'
-max_iters = 1500
-val_interval = 250
+max_iters = 2000  # about 28 minutes with 2 CPU processes on an idle 2-core machine
+val_interval = 400
 
 model = dict(
     data_preprocessor=dict(size=crop_size),
@@ -21,7 +21,11 @@ model = dict(
     backbone=dict(arch='t', drop_path_rate=0.0, init_cfg=None),
     # UperNet's 512-channel head is 93% of the model's FLOPs at this size (52 of 56 GFLOPs);
     # 128 channels make it CPU-sized (the backbone, the point of the exercise, is unchanged).
-    decode_head=dict(in_channels=[64, 128, 256, 512], channels=128, num_classes=len(classes)),
+    # Online hard example mining: 81% of the pixels are background, and without it the model
+    # spends its first few hundred iterations predicting only background (mIoU 28 vs 21 after
+    # 350 iterations).
+    decode_head=dict(in_channels=[64, 128, 256, 512], channels=128, num_classes=len(classes),
+                     sampler=dict(type='OHEMPixelSampler', thresh=0.7, min_kept=20000)),
     auxiliary_head=dict(in_channels=256, num_classes=len(classes)))
 
 dataset_type = 'BaseSegDataset'
@@ -65,7 +69,8 @@ test_dataloader = val_dataloader
 
 train_cfg = dict(
     _delete_=True, type='IterBasedTrainLoop', max_iters=max_iters, val_interval=val_interval)
-# From scratch needs a larger learning rate than fine-tuning (Swin's 6e-5); 1e-3 was worse.
+# From scratch needs a larger learning rate than fine-tuning (Swin's 6e-5): 2e-4 and 1e-3 were
+# worse over the first 250 iterations, and a 10x head learning rate did not help.
 optim_wrapper = dict(optimizer=dict(lr=5e-4), clip_grad=dict(max_norm=10.))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
