@@ -42,6 +42,10 @@ def test_quick_run_tables_rows_and_agreement(tmp_path):
         assert row['rel_err_64'] < 1e-12, row
         assert row['base_fwd_ms'] > 0 and row['ours_fwdbwd_ms'] > 0
         assert math.isclose(row['fwd_speedup'], row['base_fwd_ms'] / row['ours_fwd_ms'])
+        # The bound: the appendix time over the shared convolutions' time alone.
+        assert row['convs_fwd_ms'] > 0 and row['convs_fwdbwd_ms'] > 0
+        assert math.isclose(row['max_fwdbwd_speedup'],
+                            row['base_fwdbwd_ms'] / row['convs_fwdbwd_ms'])
     # (b) every clustered shape; (c) three models; (d) five sizes, ratios to the 2nd one.
     assert [r['shape'] for r in results['b']] == [
         'stage 1 @ 64x64', 'stage 2 @ 64x64', 'stage 3 @ 64x64', 'stage 1 @ 128x192']

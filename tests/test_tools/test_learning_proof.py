@@ -42,3 +42,26 @@ def test_reads_the_newest_run_and_plots(tmp_path):
 def test_missing_logs_are_reported(tmp_path):
     with pytest.raises(FileNotFoundError, match='scalars.json'):
         proof.read_scalars(tmp_path)
+
+
+def test_validation_logged_by_epoch_gets_the_iteration(tmp_path):
+    # A logger with log_metric_by_epoch=True stamps validation with the epoch (here 1).
+    records = [dict(loss=1., step=10), dict(loss=.5, step=20), dict(mIoU=30., step=1)]
+    write_scalars(tmp_path / 'run', records)
+    assert [r['step'] for r in proof.read_scalars(tmp_path)] == [10, 20, 20]
+
+
+def test_plot_only_redraws_and_rewrites_the_result(tmp_path, capsys):
+    work_dir, out_dir = tmp_path / 'work', tmp_path / 'docs'
+    write_scalars(work_dir / 'seg' / '20260101_000000', seg_records(64.))
+    args = ['seg', '--plot-only', '--work-dir', str(work_dir), '--out-dir', str(out_dir)]
+    with pytest.raises(FileNotFoundError, match='timing of an earlier run'):
+        proof.main(args)
+    out_dir.mkdir()
+    (out_dir / 'learning_proof_seg.json').write_text(json.dumps(dict(minutes=12.5)))
+    proof.main(args)
+    result = json.loads((out_dir / 'learning_proof_seg.json').read_text())
+    assert result['minutes'] == 12.5 and result['iterations'] == 100
+    assert result['final']['mIoU'] == pytest.approx(.64) and result['reached'] is True
+    assert (out_dir / 'learning_proof_seg.png').stat().st_size > 10_000
+    assert '| seg | 100 | 12.5 |' in capsys.readouterr().out
