@@ -7,6 +7,7 @@ from torch import Tensor
 
 from sec_mm.models.layers import SECMultiheadAttention
 from sec_mm.utils.checkpoint import CheckpointMismatchError, pop_pretrained_cfg
+from .cluster_setting import expand_cluster_setting
 from .stock_checkpoint import load_stock_checkpoint
 
 # Parameters and buffers of window attention that SEC attention has no counterpart for.
@@ -100,18 +101,8 @@ class SECSwinTransformer(SwinTransformer):
         self._register_load_state_dict_pre_hook(self._adapt_window_attention_keys)
 
     def _per_stage(self, num_clusters, cluster_size) -> List[Dict[str, int]]:
-        if num_clusters is not None and cluster_size is not None:
-            raise ValueError('Give SECSwinTransformer either `num_clusters` or `cluster_size`, '
-                             'not both.')
-        if num_clusters is None and cluster_size is None:
-            num_clusters = self.default_num_clusters
-        key, value = (('num_clusters', num_clusters) if cluster_size is None else
-                      ('cluster_size', cluster_size))
-        values = [value] * self.num_layers if isinstance(value, int) else list(value)
-        if len(values) != self.num_layers:
-            raise ValueError(f'`{key}` needs one value per stage ({self.num_layers}), got '
-                             f'{value!r}.')
-        return [{key: v} for v in values]
+        return expand_cluster_setting('SECSwinTransformer', num_clusters, cluster_size,
+                                      self.default_num_clusters, self.num_layers, 'stage')
 
     def _adapt_window_attention_keys(self, state_dict: Dict[str, Tensor], prefix: str,
                                      *args, **kwargs) -> None:

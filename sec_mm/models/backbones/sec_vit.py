@@ -6,6 +6,7 @@ from torch import Tensor
 
 from sec_mm.models.layers import SECMultiheadAttention
 from sec_mm.utils.checkpoint import pop_pretrained_cfg
+from .cluster_setting import expand_cluster_setting
 from .stock_checkpoint import load_stock_checkpoint
 
 
@@ -90,18 +91,8 @@ class SECVisionTransformer(VisionTransformer):
             self._freeze_stages()
 
     def _per_layer(self, num_clusters, cluster_size) -> List[Dict[str, int]]:
-        if num_clusters is not None and cluster_size is not None:
-            raise ValueError('Give SECVisionTransformer either `num_clusters` or '
-                             '`cluster_size`, not both.')
-        if num_clusters is None and cluster_size is None:
-            num_clusters = self.default_num_clusters
-        key, value = (('num_clusters', num_clusters) if cluster_size is None else
-                      ('cluster_size', cluster_size))
-        values = [value] * self.num_layers if isinstance(value, int) else list(value)
-        if len(values) != self.num_layers:
-            raise ValueError(f'`{key}` needs one value for all layers or one per layer '
-                             f'({self.num_layers}), got {value!r}.')
-        return [{key: v} for v in values]
+        return expand_cluster_setting('SECVisionTransformer', num_clusters, cluster_size,
+                                      self.default_num_clusters, self.num_layers, 'layer')
 
     def _adapt_checkpoint(self, state: Dict[str, Tensor]) -> Dict[str, Tensor]:
         state = dict(state)

@@ -13,6 +13,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from sec_mm.models.layers import SECViTBlock
 from sec_mm.utils.checkpoint import load_pretrained_into, pop_pretrained_cfg
+from .cluster_setting import expand_cluster_setting
 
 
 @contextlib.contextmanager
@@ -254,18 +255,9 @@ class SECViT(BaseModule):
             parsed.append(index % self.num_stages)
         return tuple(parsed)
 
-    def _per_stage(self, num_clusters, cluster_size) -> List[dict]:
-        if num_clusters is not None and cluster_size is not None:
-            raise ValueError('Give SECViT either `num_clusters` or `cluster_size`, not both.')
-        if num_clusters is None and cluster_size is None:
-            num_clusters = self.default_num_clusters
-        key, value = (('num_clusters', num_clusters) if cluster_size is None else
-                      ('cluster_size', cluster_size))
-        values = [value] * self.num_stages if isinstance(value, int) else list(value)
-        if len(values) != self.num_stages:
-            raise ValueError(f'`{key}` needs one value per stage ({self.num_stages}), got '
-                             f'{value!r}.')
-        return [{key: v} for v in values]
+    def _per_stage(self, num_clusters, cluster_size) -> List[Dict[str, int]]:
+        return expand_cluster_setting('SECViT', num_clusters, cluster_size,
+                                      self.default_num_clusters, self.num_stages, 'stage')
 
     def init_weights(self) -> None:
         pretrained, self.init_cfg = pop_pretrained_cfg(self.init_cfg)

@@ -101,7 +101,7 @@ def test_cluster_settings():
     assert all(b.attn.rope is None and b.attn.lce is None for s in model.stages for b in s.blocks)
     with pytest.raises(ValueError, match='not both'):
         SECSwinTransformer(arch=TINY, num_clusters=2, cluster_size=3)
-    with pytest.raises(ValueError, match='one value per stage'):
+    with pytest.raises(ValueError, match=r'one per stage \(4\)'):
         SECSwinTransformer(arch=TINY, num_clusters=[2, 2])
     with pytest.raises(ValueError, match=r"no attention windows; remove \['window_size'\]"):
         SECSwinTransformer(arch=TINY, window_size=12)

@@ -87,7 +87,7 @@ def test_unknown_arch_lists_valid_names():
 def test_cluster_arguments_are_validated():
     with pytest.raises(ValueError, match='not both'):
         SECViT(num_clusters=4, cluster_size=8)
-    with pytest.raises(ValueError, match='one value per stage'):
+    with pytest.raises(ValueError, match=r'one per stage \(4\)'):
         SECViT(num_clusters=(4, 2))
 
 
