@@ -26,7 +26,6 @@ DET_OPTIONS = COMMON + [f'train_dataloader.dataset.pipeline.2.scale=({SIZE},{SIZ
                         f'test_dataloader.dataset.pipeline.1.scale=({SIZE},{SIZE})']
 SEG_OPTIONS = COMMON + [f'model.data_preprocessor.size=({SIZE},{SIZE})',
                         f'train_dataloader.dataset.pipeline.2.scale=({SIZE},{SIZE})',
-                        f'train_dataloader.dataset.pipeline.3.crop_size=({SIZE},{SIZE})',
                         f'test_dataloader.dataset.pipeline.1.scale=({SIZE},{SIZE})']
 
 
