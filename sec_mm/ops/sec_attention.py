@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .attention import dot_product_attention
+
 __all__ = [
     'sec_attention', 'sec_order', 'sec_cluster_sizes', 'resolve_num_clusters',
     'gather_tokens', 'restore_tokens'
@@ -219,10 +221,10 @@ def _attend_in_chunks(q: Tensor, k: Tensor, v: Tensor, num_chunks: int,
     """Attention inside ``num_chunks`` equal contiguous chunks of the token axis."""
     batch, heads, length, _ = q.shape
     chunk = length // num_chunks
-    # Chunks folded into the head axis: 4-D inputs take the fused (flash) CPU kernel, 5-D
-    # ones fall back to the unfused math path (about 3x slower).
+    # Chunks folded into the head axis: 4-D inputs take the fused (flash) kernels, 5-D ones
+    # fall back to the unfused math path (about 3x slower on CPU).
     q, k, v = (t.reshape(batch, heads * num_chunks, chunk, t.shape[-1]) for t in (q, k, v))
-    out = F.scaled_dot_product_attention(q, k, v, scale=scale)
+    out = dot_product_attention(q, k, v, scale=scale)
     return out.reshape(batch, heads, length, out.shape[-1])
 
 
@@ -255,8 +257,9 @@ def sec_attention(q: Tensor,
     mean key, the sorted sequence is cut into clusters whose sizes differ by at most one (as
     ``torch.tensor_split`` cuts), ``softmax(q k^T * scale) v`` runs inside every cluster, and
     the output rows are returned in the original token order. With one cluster this is plain
-    global attention. The per-cluster attention is ``scaled_dot_product_attention``, so GPUs
-    use fused kernels.
+    global attention. The per-cluster attention is :func:`dot_product_attention`: GPUs run
+    the fused ``scaled_dot_product_attention`` kernels, CPUs explicit matrix products for
+    short clusters.
 
     Args:
         q (Tensor): Queries, ``(B, heads, L, d)``.
@@ -289,7 +292,7 @@ def sec_attention(q: Tensor,
     if scale is None:
         scale = q.shape[-1]**-0.5
     if count == 1:
-        return F.scaled_dot_product_attention(q, k, v, scale=scale)
+        return dot_product_attention(q, k, v, scale=scale)
 
     if order is None:
         order = sec_order(k)

@@ -2,12 +2,12 @@ import importlib.util
 
 from .conv_ffn import ConvFFN
 from .norm import LayerNorm2d
-from .rope import RotaryEmbedding2d, apply_rope, apply_rope_qk, rotate_pairs
+from .rope import RotaryEmbedding2d, apply_rope, rotate_pairs, split_qkv_with_rope
 from .sec_attention import SECAttention
 from .secvit_block import SECViTBlock
 
 __all__ = [
-    'ConvFFN', 'LayerNorm2d', 'RotaryEmbedding2d', 'apply_rope', 'apply_rope_qk',
+    'ConvFFN', 'LayerNorm2d', 'RotaryEmbedding2d', 'apply_rope', 'split_qkv_with_rope',
     'rotate_pairs', 'SECAttention', 'SECViTBlock'
 ]
 

@@ -1,11 +1,12 @@
 """2-D rotary position embedding (RoPE) as used by the SECViT release."""
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
-__all__ = ['rotate_pairs', 'apply_rope', 'apply_rope_qk', 'RotaryEmbedding2d']
+__all__ = ['rotate_pairs', 'apply_rope', 'split_qkv_with_rope', 'RotaryEmbedding2d']
 
 
 def rotate_pairs(x: Tensor) -> Tensor:
@@ -32,52 +33,74 @@ def _rotate_complex(x: Tensor, rotation: Tensor, out: Tensor) -> None:
               out=torch.view_as_complex(out.unflatten(-1, (-1, 2))))
 
 
-class _RopeQK(torch.autograd.Function):
-    """RoPE of token-major q and k into one head-major buffer; backward rotates back."""
+class _SplitQKVWithRope(torch.autograd.Function):
+    """q, k, v of a token-major qkv projection, q and k rotated into head-major buffers.
+
+    The backward pass rotates the gradients of q and k back and writes all three into one
+    gradient of the projection, so no gradient is stacked or concatenated afterwards.
+    """
 
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, rotation: Tensor) -> Tensor:
-        batch, length, heads, dims = q.shape
-        out = q.new_empty((2, batch, heads, length, dims))
-        _rotate_complex(q, rotation, out[0].transpose(1, 2))
-        _rotate_complex(k, rotation, out[1].transpose(1, 2))
+    def forward(ctx, qkv: Tensor, rotation: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        batch, length, _, heads, dims = qkv.shape
+        q = qkv.new_empty((batch, heads, length, dims))
+        k = qkv.new_empty((batch, heads, length, dims))
+        _rotate_complex(qkv[:, :, 0], rotation, q.transpose(1, 2))
+        _rotate_complex(qkv[:, :, 1], rotation, k.transpose(1, 2))
         ctx.save_for_backward(rotation)
-        return out
+        ctx.qkv_shape = qkv.shape
+        return q, k, qkv[:, :, 2]
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
+    @once_differentiable
+    def backward(ctx, grad_q: Optional[Tensor], grad_k: Optional[Tensor],
+                 grad_v: Optional[Tensor]) -> Tuple[Tensor, None]:
         rotation, = ctx.saved_tensors
+        grad = rotation.real.new_empty(ctx.qkv_shape)
         # A rotation's adjoint is the rotation by the opposite angle.
-        grad = _RopeQK.apply(grad[0].transpose(1, 2), grad[1].transpose(1, 2),
-                             rotation.conj().resolve_conj())
-        return grad[0].transpose(1, 2), grad[1].transpose(1, 2), None
+        inverse = rotation.conj().resolve_conj()
+        for index, part in enumerate((grad_q, grad_k)):
+            if part is None:
+                grad[:, :, index].zero_()
+            else:
+                _rotate_complex(part.transpose(1, 2), inverse, grad[:, :, index])
+        if grad_v is None:
+            grad[:, :, 2].zero_()
+        else:
+            grad[:, :, 2].copy_(grad_v)
+        return grad, None
 
 
-def apply_rope_qk(q: Tensor, k: Tensor, sin: Tensor, cos: Tensor) -> Tensor:
-    """RoPE of queries and keys given token-major, returned stacked and head-major.
+def split_qkv_with_rope(qkv: Tensor, sin: Tensor,
+                        cos: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """Queries and keys rotated by RoPE, and values, of a token-major qkv projection.
 
-    Equal to ``torch.stack([apply_rope(q.transpose(1, 2), sin, cos),
-    apply_rope(k.transpose(1, 2), sin, cos)])`` for tables made by
-    :class:`RotaryEmbedding2d` (both channels of a rotated pair share their angle), but one
-    complex multiplication per tensor that writes straight into the layout attention reads:
-    several times faster on CPU than ``x * cos + rotate_pairs(x) * sin``.
+    ``q`` and ``k`` equal ``apply_rope(qkv[:, :, i].transpose(1, 2), sin, cos)`` for tables
+    made by :class:`RotaryEmbedding2d` (both channels of a rotated pair share their angle),
+    but are computed as one complex multiplication per tensor that writes straight into the
+    head-major layout attention reads (several times faster on CPU than
+    ``x * cos + rotate_pairs(x) * sin``), and their gradients go straight back into one
+    gradient of ``qkv``.
 
     Args:
-        q (Tensor): ``(B, L, heads, d)`` (any strides, e.g. a view of a qkv projection).
-        k (Tensor): ``(B, L, heads, d)``.
+        qkv (Tensor): ``(B, L, 3, heads, d)``, e.g. a view of a channels-last qkv projection.
         sin (Tensor): ``(L, d)`` from :class:`RotaryEmbedding2d`.
         cos (Tensor): ``(L, d)``.
 
     Returns:
-        Tensor: ``(2, B, heads, L, d)`` contiguous, rotated q and k, in the dtype that
-        ``q * cos`` has (float32 for half-precision q and float32 tables, as in the release).
+        tuple[Tensor, Tensor, Tensor]: ``q`` and ``k``, contiguous ``(B, heads, L, d)`` in the
+        dtype that ``q * cos`` has (float32 for half-precision ``qkv`` and float32 tables, as
+        in the release), and ``v``, the ``(B, L, heads, d)`` view ``qkv[:, :, 2]``.
     """
-    dtype = torch.promote_types(q.dtype, cos.dtype)
-    if torch.compiler.is_compiling() or dtype not in (torch.float32, torch.float64):
-        # Compilers fuse the real-valued formula well; complex views need float32/64.
-        return torch.stack([apply_rope(t.transpose(1, 2).to(dtype), sin, cos) for t in (q, k)])
+    dtype = torch.promote_types(qkv.dtype, cos.dtype)
+    if torch.compiler.is_compiling() or qkv.dtype != dtype or \
+            dtype not in (torch.float32, torch.float64):
+        # Compilers fuse the real-valued formula well; complex views need float32/64; the
+        # gradient buffer needs one dtype for q, k and v.
+        q, k, v = qkv.unbind(2)
+        return (*(apply_rope(t.transpose(1, 2).to(dtype), sin, cos) for t in (q, k)), v)
     rotation = torch.complex(cos[:, 0::2].to(dtype), sin[:, 0::2].to(dtype))
-    return _RopeQK.apply(q.to(dtype), k.to(dtype), rotation)
+    return _SplitQKVWithRope.apply(qkv, rotation)
 
 
 class RotaryEmbedding2d(nn.Module):

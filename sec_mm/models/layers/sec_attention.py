@@ -7,7 +7,7 @@ from torch import Tensor
 
 from sec_mm.ops import resolve_num_clusters, sec_attention, sec_order
 from .inplace import add_into
-from .rope import RotaryEmbedding2d, apply_rope_qk
+from .rope import RotaryEmbedding2d, split_qkv_with_rope
 
 
 class SECAttention(nn.Module):
@@ -89,15 +89,15 @@ class SECAttention(nn.Module):
         # Channels-last: the 1x1 convs become plain matrix products over tokens, depthwise
         # convs run faster, and tokens are (B, L, C) in memory without a copy.
         x = x.contiguous(memory_format=torch.channels_last)
-        qkv = self.qkv(x)
-        # Channels split as (3, heads, head_dims); tokens in row-major (h, w) order. Views
-        # of the channels-last qkv map: (B, L, heads, head_dims) each.
-        q, k, v = qkv.permute(0, 2, 3, 1).reshape(batch, height * width, 3, self.num_heads,
-                                                  self.head_dims).unbind(2)
+        # Channels split as (3, heads, head_dims); tokens in row-major (h, w) order. A view
+        # of the channels-last qkv map: (B, L, 3, heads, head_dims).
+        qkv = self.qkv(x).permute(0, 2, 3, 1).reshape(batch, height * width, 3,
+                                                      self.num_heads, self.head_dims)
         order = None
         if self.rope is not None:
             sin, cos = rope if rope is not None else self.rope(height, width)
-            q, k = apply_rope_qk(q, k, sin, cos).unbind(0)  # head-major (B, heads, L, d)
+            # q, k head-major (B, heads, L, d); v a token-major (B, L, heads, d) view.
+            q, k, v = split_qkv_with_rope(qkv, sin, cos)
             if k.dtype != v.dtype:
                 # Under autocast RoPE runs in float32 (as the release's q * cos does): sort
                 # on those keys, attend in the autocast dtype.
@@ -105,6 +105,7 @@ class SECAttention(nn.Module):
                     order = sec_order(k)
                 q, k = q.to(v.dtype), k.to(v.dtype)
         else:
+            q, k, v = qkv.unbind(2)
             q, k = q.transpose(1, 2), k.transpose(1, 2)
 
         out = sec_attention(q, k, v.transpose(1, 2), self.num_clusters, self.cluster_size,

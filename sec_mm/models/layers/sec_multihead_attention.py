@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from mmpretrain.models.utils import MultiheadAttention
 from torch import Tensor
 
-from sec_mm.ops import (gather_tokens, resolve_num_clusters, restore_tokens, sec_attention,
-                        sec_cluster_sizes, sec_order)
+from sec_mm.ops import (dot_product_attention, gather_tokens, resolve_num_clusters,
+                        restore_tokens, sec_attention, sec_cluster_sizes, sec_order)
 from .rope import RotaryEmbedding2d, apply_rope
 
 
@@ -156,12 +156,13 @@ class SECMultiheadAttention(MultiheadAttention):
         num_image = int(q.shape[2]) - extra  # a plain int also under torch.jit.trace
         count = resolve_num_clusters(num_image, self.num_clusters, self.cluster_size)
         if count == 1:
+            # mmpretrain's own op, so that one cluster is bit-for-bit the stock model.
             return F.scaled_dot_product_attention(q, k, v, scale=self.scale)
         if extra == 0:
             return sec_attention(q, k, v, num_clusters=count, scale=self.scale)
 
         # The extra tokens' queries see everything.
-        extra_out = F.scaled_dot_product_attention(q[:, :, :extra], k, v, scale=self.scale)
+        extra_out = dot_product_attention(q[:, :, :extra], k, v, scale=self.scale)
         image_q, image_k, image_v = q[:, :, extra:], k[:, :, extra:], v[:, :, extra:]
         order = sec_order(image_k)
         image_out = self._clusters_with_extra_kv(
@@ -184,7 +185,7 @@ class SECMultiheadAttention(MultiheadAttention):
                              for t in (q, k, v))
             k_c = torch.cat([extra_k.unsqueeze(2).expand(-1, -1, clusters, -1, -1), k_c], 3)
             v_c = torch.cat([extra_v.unsqueeze(2).expand(-1, -1, clusters, -1, -1), v_c], 3)
-            out = F.scaled_dot_product_attention(q_c, k_c, v_c, scale=self.scale)
+            out = dot_product_attention(q_c, k_c, v_c, scale=self.scale)
             outs.append(out.flatten(2, 3))
             start = stop
         return torch.cat(outs, dim=2)

@@ -38,30 +38,38 @@ def test_first_half_follows_rows_second_half_columns():
     assert torch.equal(grid[0, :, 4:], grid[2, :, 4:])  # column part constant down a column
 
 
-def test_apply_rope_qk_equals_apply_rope_for_strided_token_major_inputs():
-    from sec_mm.models.layers import apply_rope_qk
+def test_split_qkv_with_rope_equals_apply_rope_for_a_strided_projection():
+    from sec_mm.models.layers import split_qkv_with_rope
     sin, cos = RotaryEmbedding2d(8)(3, 5)
-    packed = torch.randn(2, 15, 3, 4, 8)  # (B, L, 3, heads, d): a qkv projection's layout
-    q, k = packed[:, :, 0], packed[:, :, 1]
-    out = apply_rope_qk(q, k, sin, cos)
-    assert out.shape == (2, 2, 4, 15, 8) and out.is_contiguous()
-    expected = torch.stack([apply_rope(t.transpose(1, 2), sin, cos) for t in (q, k)])
-    torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-6)
+    # (B, L, 3, heads, d) as a view of a channels-last projection (B, 3 * heads * d, H, W).
+    projection = torch.randn(2, 96, 3, 5).contiguous(memory_format=torch.channels_last)
+    qkv = projection.permute(0, 2, 3, 1).reshape(2, 15, 3, 4, 8)
+    q, k, v = split_qkv_with_rope(qkv, sin, cos)
+    assert q.shape == k.shape == (2, 4, 15, 8) and q.is_contiguous() and k.is_contiguous()
+    for rotated, index in ((q, 0), (k, 1)):
+        torch.testing.assert_close(rotated, apply_rope(qkv[:, :, index].transpose(1, 2), sin,
+                                                       cos), atol=1e-6, rtol=1e-6)
+    assert torch.equal(v, qkv[:, :, 2])
 
 
-def test_apply_rope_qk_gradients():
-    from sec_mm.models.layers import apply_rope_qk
+def test_split_qkv_with_rope_gradients():
+    from sec_mm.models.layers import split_qkv_with_rope
     sin, cos = (t.double() for t in RotaryEmbedding2d(4)(2, 3))
-    q = torch.randn(1, 6, 2, 4, dtype=torch.float64, requires_grad=True)
-    k = torch.randn(1, 6, 2, 4, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda q, k: apply_rope_qk(q, k, sin, cos), (q, k))
-    assert torch.autograd.gradgradcheck(lambda q, k: apply_rope_qk(q, k, sin, cos), (q, k))
+    qkv = torch.randn(2, 6, 3, 2, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: split_qkv_with_rope(t, sin, cos), (qkv, ))
+    # Outputs that do not reach the loss get zero gradient.
+    q, _, v = split_qkv_with_rope(qkv, sin, cos)
+    grad, = torch.autograd.grad((q.sum() + v.sum()), qkv)
+    assert grad[:, :, 1].eq(0).all() and grad[:, :, 2].eq(1).all()
+    expected, = torch.autograd.grad(apply_rope(qkv[:, :, 0].transpose(1, 2), sin, cos).sum(),
+                                    qkv)
+    torch.testing.assert_close(grad[:, :, 0], expected[:, :, 0])
 
 
-def test_apply_rope_qk_promotes_half_precision_like_the_release():
-    from sec_mm.models.layers import apply_rope_qk
+def test_split_qkv_with_rope_promotes_half_precision_like_the_release():
+    from sec_mm.models.layers import split_qkv_with_rope
     sin, cos = RotaryEmbedding2d(8)(2, 2)
-    q = torch.randn(1, 4, 1, 8).bfloat16()
-    out = apply_rope_qk(q, q, sin, cos)
-    assert out.dtype == torch.float32  # as q * cos with float32 tables
-    torch.testing.assert_close(out[0], apply_rope(q.float().transpose(1, 2), sin, cos))
+    qkv = torch.randn(1, 4, 3, 1, 8).bfloat16()
+    q, k, v = split_qkv_with_rope(qkv, sin, cos)
+    assert q.dtype == k.dtype == torch.float32 and v.dtype == torch.bfloat16  # as q * cos
+    torch.testing.assert_close(k, apply_rope(qkv[:, :, 1].float().transpose(1, 2), sin, cos))
