@@ -49,7 +49,9 @@ class _SplitQKVWithRope(torch.autograd.Function):
         _rotate_complex(qkv[:, :, 1], rotation, k.transpose(1, 2))
         ctx.save_for_backward(rotation)
         ctx.qkv_shape = qkv.shape
-        return q, k, qkv[:, :, 2]
+        # A dense copy of v: the LCE conv would copy the strided view anyway, and gathering
+        # rows from dense memory is faster.
+        return q, k, qkv[:, :, 2].contiguous()
 
     @staticmethod
     @once_differentiable
@@ -90,7 +92,8 @@ def split_qkv_with_rope(qkv: Tensor, sin: Tensor,
     Returns:
         tuple[Tensor, Tensor, Tensor]: ``q`` and ``k``, contiguous ``(B, heads, L, d)`` in the
         dtype that ``q * cos`` has (float32 for half-precision ``qkv`` and float32 tables, as
-        in the release), and ``v``, the ``(B, L, heads, d)`` view ``qkv[:, :, 2]``.
+        in the release), and ``v``, ``qkv[:, :, 2]`` as ``(B, L, heads, d)`` (contiguous on the
+        fast path, a view otherwise).
     """
     dtype = torch.promote_types(qkv.dtype, cos.dtype)
     if torch.compiler.is_compiling() or qkv.dtype != dtype or \

@@ -49,7 +49,7 @@ def test_split_qkv_with_rope_equals_apply_rope_for_a_strided_projection():
     for rotated, index in ((q, 0), (k, 1)):
         torch.testing.assert_close(rotated, apply_rope(qkv[:, :, index].transpose(1, 2), sin,
                                                        cos), atol=1e-6, rtol=1e-6)
-    assert torch.equal(v, qkv[:, :, 2])
+    assert torch.equal(v, qkv[:, :, 2]) and v.is_contiguous()
 
 
 def test_split_qkv_with_rope_gradients():
