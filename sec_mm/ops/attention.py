@@ -14,6 +14,7 @@ from typing import Iterator, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 __all__ = ['dot_product_attention', 'EXPLICIT_MAX_LENGTH']
 
@@ -57,6 +58,7 @@ class _ExplicitAttention(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out: Tensor) -> Tuple[Tensor, Tensor, Tensor, None]:
         q, k, v, out = ctx.saved_tensors
         grad_out = grad_out.contiguous()

@@ -96,7 +96,7 @@ class SECAttention(nn.Module):
         order = None
         if self.rope is not None:
             sin, cos = rope if rope is not None else self.rope(height, width)
-            # q, k head-major (B, heads, L, d); v a token-major (B, L, heads, d) view.
+            # q, k head-major (B, heads, L, d); v token-major (B, L, heads, d).
             q, k, v = split_qkv_with_rope(qkv, sin, cos)
             if k.dtype != v.dtype:
                 # Under autocast RoPE runs in float32 (as the release's q * cos does): sort
