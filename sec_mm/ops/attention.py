@@ -3,7 +3,7 @@
 ``scaled_dot_product_attention`` on CPU runs its flash kernel, whose blocked loop is built for
 long sequences: for the thousands of ~100-token clusters of a SECViT stage it spends more time
 in per-block overhead than in arithmetic. Explicit ``bmm`` + softmax + ``bmm`` is faster there
-(1.2-1.7x forward and backward at 2 threads, and no slower at 1 thread), provided that the
+(1.2-1.7x forward and backward at 2 threads, within 5% at 1 thread), provided that the
 score matrices are produced a cache-sized chunk at a time: a score tensor of tens of MB costs
 more in page faults than in arithmetic. For longer sequences the flash kernel wins and is used.
 
@@ -20,7 +20,7 @@ __all__ = ['dot_product_attention', 'EXPLICIT_MAX_LENGTH']
 
 #: Longest key sequence that CPU attention computes with explicit matrix products. Measured on
 #: a 2-core AVX-512 CPU (head dims 32-64): explicit is 1.2-1.7x faster than the flash kernel up
-#: to 128 tokens, even at 196 and slower from 256 on.
+#: to 128 tokens, about even at 196 and slower from 256 on.
 EXPLICIT_MAX_LENGTH = 128
 
 # Score matrices computed per chunk of sequences: about 2 MB, so that they stay in cache.
