@@ -21,6 +21,10 @@ __all__ = [
     'gather_tokens', 'restore_tokens'
 ]
 
+# Smallest flat int64 tensor that PyTorch's CPU sort sorts by radix sort (at::internal's
+# GRAIN_SIZE).
+_RADIX_MIN_KEYS = 32768
+
 
 def resolve_num_clusters(num_tokens: int,
                          num_clusters: Optional[int] = None,
@@ -91,30 +95,32 @@ def sec_order(keys: Tensor) -> Tensor:
 def _stable_argsort_rows(values: Tensor) -> Tensor:
     """``torch.sort(values, dim=-1, stable=True).indices`` for float32 ``values``.
 
-    Every row is sorted at once as one flat int64 array of keys ``(row, value bits, index)``:
-    integer sorts of a flat array use radix sort (on CPU and CUDA), several times faster than
-    per-row comparison sorts of floats, and the index in the key makes ties stable. Falls back
-    to ``torch.sort`` when the keys would not fit in 63 bits or for other dtypes.
+    Every row is sorted at once as one flat int64 array of keys ``(row, value bits)`` with a
+    stable sort: integer sorts of a flat array use radix sort (on CPU and CUDA), several times
+    faster than per-row comparison sorts of floats, and 32 value bits plus a few row bits
+    need few radix passes. Falls back to ``torch.sort`` when the keys would not fit in 63 bits
+    or for other dtypes.
     """
     if torch.jit.is_tracing():
         # Sizes are traced tensors here (e.g. FLOP counting); the plain sort traces.
         return torch.sort(values, dim=-1, stable=True).indices
     length = values.shape[-1]
     rows = values.numel() // max(length, 1)
-    index_bits = max(length - 1, 1).bit_length()
-    row_bits = max(rows - 1, 1).bit_length()
-    if values.dtype != torch.float32 or index_bits + row_bits + 32 > 63 or \
+    if values.dtype != torch.float32 or max(rows, 1).bit_length() + 32 > 63 or \
             torch.compiler.is_compiling():
         return torch.sort(values, dim=-1, stable=True).indices
-    # Float bits -> unsigned integers in the same order: negative values have their bits
-    # flipped, non-negative ones their sign bit set (-0.0 is made +0.0 first so they tie).
-    bits = (values.reshape(rows, length) + 0.).view(torch.int32).to(torch.int64)
-    bits = torch.where(bits < 0, -1 - bits, bits + 2**31)
-    row = torch.arange(rows, device=values.device).unsqueeze(1) << (32 + index_bits)
-    index = torch.arange(length, device=values.device)
-    keys = (row | (bits << index_bits) | index).flatten()
-    order = torch.sort(keys).values & ((1 << index_bits) - 1)
-    return order.view(values.shape)
+    # Float bits -> unsigned integers in the same order: negative values have all bits
+    # flipped, non-negative ones only the sign bit (-0.0 is made +0.0 first so they tie).
+    bits = (values.reshape(rows, length) + 0.).view(torch.int32)
+    bits = (bits ^ ((bits >> 31) | -2**31)).to(torch.int64) & 0xFFFFFFFF
+    row = torch.arange(rows, device=values.device).unsqueeze(1)
+    keys = ((row << 32) | bits).flatten()
+    if keys.numel() < _RADIX_MIN_KEYS and keys.device.type == 'cpu':
+        # PyTorch's CPU sort takes radix sort only from this many keys on; padding with keys
+        # above all others is cheaper than the comparison sort below it.
+        keys = torch.cat([keys, keys.new_full((_RADIX_MIN_KEYS - keys.numel(), ), rows << 32)])
+    flat = torch.sort(keys, stable=True).indices[:rows * length]
+    return (flat.view(rows, length) - row * length).view(values.shape)
 
 
 def _inverse_permutation(order: Tensor) -> Tensor:

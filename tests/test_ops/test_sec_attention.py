@@ -152,6 +152,8 @@ from sec_mm.ops.sec_attention import _stable_argsort_rows  # noqa: E402
 @pytest.mark.parametrize('values', [
     torch.randn(3, 4, 50),
     torch.randint(-3, 3, (2, 5, 40)).float(),  # many ties: stability decides
+    # Above the size where CPU sorts switch to radix sort (no padding), with ties.
+    torch.randint(-50, 50, (4, 3, 3000)).float(),
     torch.tensor([[0., -0., 1., -1., 0., float('inf'), -float('inf'), 1e-38, -1e-38, 3., -0.]]),
     torch.randn(1, 1, 1),
 ])
