@@ -58,12 +58,16 @@ def test_quick_run_tables_rows_and_agreement(tmp_path):
     assert [r['cluster_size_tokens_per_cluster'] for r in sizes] == [86, 90, 94, 95, 97]
     assert [r['num_clusters_tokens_per_cluster'] for r in sizes] == [8, 20, 32, 50, 79]
     assert len(results['targets']) == 7
+    # CPU accounting per table: every table ran, so each took some user time.
+    assert sorted(results['cpu']) == list('abcd')
+    assert all(use['user_s'] > 0 and use['kernel_s'] >= 0 and use['faults'] >= 0
+               for use in results['cpu'].values())
 
     text = out.read_text()
     assert other in text and 'stale' not in text
     section = text[text.index(tool.BEGIN_MARKER):text.index(tool.END_MARKER)]
     for title in ['(a) SEC attention layer', '(b) Cost of clustering', '(c) Whole classifiers',
                   '(d) cluster_size vs. num_clusters', 'Targets (issue 5)', '1 CPU threads',
-                  'torch ' + torch.__version__]:
+                  'torch ' + torch.__version__, 'CPU time per table, user / kernel']:
         assert title in section
     assert section.count('| stage 1 @ 64x64 |') == 3  # two rows in (a), one in (b)

@@ -20,7 +20,9 @@ processes affects them alike. CPU threads are fixed with ``--threads``. On CUDA
 (``--device cuda``) every timed run is synchronised and peak memory comes from the CUDA
 allocator; on CPU it comes from the profiler's allocation events. Peak memory is the most
 memory allocated during the step beyond what was held before it (weights, optimizer state
-and inputs are not counted).
+and inputs are not counted). The header gives every table's user and kernel CPU time and
+minor page faults: on CPU, kernel time is mostly large tensors faulted in again after the
+allocator returned their memory to the OS (``--keep-freed-memory`` stops that).
 
 Examples::
 
@@ -37,6 +39,7 @@ import importlib.util
 import math
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -128,6 +131,12 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> int:
         current += nbytes
         peak = max(peak, current)
     return peak
+
+
+def cpu_usage() -> Dict[str, float]:
+    """This process's CPU seconds in user and kernel mode and its minor page faults so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return dict(user_s=usage.ru_utime, kernel_s=usage.ru_stime, faults=usage.ru_minflt)
 
 
 def relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
@@ -587,6 +596,12 @@ def render(results: dict, args, device: torch.device, load: Sequence[float]) -> 
                  '(other processes share the CPUs; medians of interleaved runs)')
     parts.append(f'- median of {args.repeats} timed runs after {args.warmup} warm-up runs '
                  '(fewer, at least 3, for the largest shapes and whole models)')
+    if results.get('cpu'):
+        # Kernel time is mostly page faults: large tensors whose memory the allocator gave
+        # back to the OS are faulted in again on every allocation.
+        parts.append('- CPU time per table, user / kernel (minor page faults): ' + ', '.join(
+            f'({key}) {use["user_s"]:.0f} / {use["kernel_s"]:.0f} s '
+            f'({use["faults"] / 1e6:.2f}M)' for key, use in results['cpu'].items()))
     if args.quick:
         parts.append('- QUICK smoke run: tiny shapes, numbers are not meaningful')
     parts.append('')
@@ -698,19 +713,21 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         keep_freed_memory()
     load_start = os.getloadavg()[0]
     print('\n'.join(machine_description(args, device)), flush=True)
-    results = {}
-    if 'a' in args.sections:
-        print('(a) SEC attention layer vs. appendix code', flush=True)
-        results['a'] = bench_layers(args, device, load_baseline())
-    if 'b' in args.sections:
-        print('(b) clustering overhead', flush=True)
-        results['b'] = bench_clustering(args, device)
-    if 'c' in args.sections:
-        print('(c) whole classifiers', flush=True)
-        results['c'] = bench_backbones(args, device)
-    if 'd' in args.sections:
-        print('(d) cluster_size vs num_clusters', flush=True)
-        results['d'] = bench_cluster_modes(args, device)
+    benches = {
+        'a': ('(a) SEC attention layer vs. appendix code',
+              lambda: bench_layers(args, device, load_baseline())),
+        'b': ('(b) clustering overhead', lambda: bench_clustering(args, device)),
+        'c': ('(c) whole classifiers', lambda: bench_backbones(args, device)),
+        'd': ('(d) cluster_size vs num_clusters', lambda: bench_cluster_modes(args, device)),
+    }
+    results = {'cpu': {}}
+    for key, (title, bench) in benches.items():
+        if key in args.sections:
+            print(title, flush=True)
+            before = cpu_usage()
+            results[key] = bench()
+            results['cpu'][key] = {name: value - before[name]
+                                   for name, value in cpu_usage().items()}
     results['targets'] = targets(results)
     section = render(results, args, device, (load_start, os.getloadavg()[0]))
     print(section)
