@@ -8,7 +8,7 @@ output rows go back to their tokens' original positions.
 Pure PyTorch on purpose: nothing here knows about mmengine, mmdet, mmseg or mmpretrain.
 """
 import math
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F

@@ -6,6 +6,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from sec_mm.ops import resolve_num_clusters, sec_attention, sec_order
+from .depthwise_conv import DepthwiseConv2d
 from .inplace import add_into
 from .rope import RotaryEmbedding2d, split_qkv_with_rope
 
@@ -59,9 +60,7 @@ class SECAttention(nn.Module):
 
         self.qkv = nn.Conv2d(embed_dims, embed_dims * 3, 1, bias=qkv_bias)
         self.rope = RotaryEmbedding2d(self.head_dims) if use_rope else None
-        self.lce = nn.Conv2d(
-            embed_dims, embed_dims, lce_kernel_size, padding=lce_kernel_size // 2,
-            groups=embed_dims) if use_lce else None
+        self.lce = DepthwiseConv2d(embed_dims, lce_kernel_size) if use_lce else None
         self.proj = nn.Conv2d(embed_dims, embed_dims, 1)
 
     def extra_repr(self) -> str:

@@ -2,13 +2,13 @@
 from typing import Optional, Sequence
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from mmpretrain.models.utils import MultiheadAttention
 from torch import Tensor
 
 from sec_mm.ops import (dot_product_attention, gather_tokens, resolve_num_clusters,
                         restore_tokens, sec_attention, sec_cluster_sizes, sec_order)
+from .depthwise_conv import DepthwiseConv2d
 from .rope import RotaryEmbedding2d, apply_rope
 
 
@@ -98,9 +98,7 @@ class SECMultiheadAttention(MultiheadAttention):
         self.num_extra_tokens = num_extra_tokens
         self.scale = qk_scale or self.head_dims**-0.5
         self.rope = RotaryEmbedding2d(self.head_dims) if use_rope else None
-        self.lce = nn.Conv2d(
-            embed_dims, embed_dims, lce_kernel_size, padding=lce_kernel_size // 2,
-            groups=embed_dims) if use_lce else None
+        self.lce = DepthwiseConv2d(embed_dims, lce_kernel_size) if use_lce else None
 
     def extra_repr(self) -> str:
         mode = (f'num_clusters={self.num_clusters}' if self.cluster_size is None else
