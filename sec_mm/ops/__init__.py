@@ -6,7 +6,7 @@ from .sec_attention import (gather_tokens, resolve_num_clusters, restore_tokens,
 from .sec_merge import SEC_MERGE_MODES, sec_merge_attention, sec_merge_groups
 
 __all__ = [
-    'dot_product_attention', 'depthwise_conv2d', 'sec_attention', 'sec_order', 'sec_cluster_sizes',
-    'resolve_num_clusters', 'gather_tokens', 'restore_tokens', 'SEC_MERGE_MODES',
-    'sec_merge_groups', 'sec_merge_attention'
+    'dot_product_attention', 'depthwise_conv2d', 'sec_attention', 'sec_order',
+    'sec_cluster_sizes', 'resolve_num_clusters', 'gather_tokens', 'restore_tokens',
+    'SEC_MERGE_MODES', 'sec_merge_groups', 'sec_merge_attention'
 ]

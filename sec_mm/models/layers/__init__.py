@@ -8,8 +8,8 @@ from .sec_attention import SECAttention
 from .secvit_block import SECViTBlock
 
 __all__ = [
-    'ConvFFN', 'DepthwiseConv2d', 'LayerNorm2d', 'RotaryEmbedding2d', 'apply_rope', 'split_qkv_with_rope',
-    'rotate_pairs', 'SECAttention', 'SECViTBlock'
+    'ConvFFN', 'DepthwiseConv2d', 'LayerNorm2d', 'RotaryEmbedding2d', 'apply_rope',
+    'split_qkv_with_rope', 'rotate_pairs', 'SECAttention', 'SECViTBlock'
 ]
 
 if importlib.util.find_spec('mmpretrain') is not None:
