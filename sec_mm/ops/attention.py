@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .compat import is_compiling
+
 __all__ = ['dot_product_attention', 'EXPLICIT_MAX_LENGTH']
 
 #: Longest key sequence that CPU attention computes with explicit matrix products. Measured on
@@ -81,7 +83,7 @@ def _use_explicit(q: Tensor, k: Tensor, v: Tensor) -> bool:
             and q.shape[:-2] == k.shape[:-2] == v.shape[:-2]
             # Tracers and compilers see the standard op (FLOP counting handles it;
             # inductor fuses it).
-            and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
+            and not torch.jit.is_tracing() and not is_compiling())
 
 
 def dot_product_attention(q: Tensor, k: Tensor, v: Tensor,

@@ -21,6 +21,8 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.nn.grad import conv2d_weight
 
+from .compat import is_autocast_enabled, is_compiling
+
 __all__ = ['depthwise_conv2d']
 
 
@@ -71,9 +73,9 @@ def _use_3x3_weight_grads(x: Tensor, weight: Tensor, padding: int) -> bool:
             and x.dim() == 4 and weight.shape == (x.shape[1], 1, 5, 5) and padding == 2
             and x.is_contiguous(memory_format=torch.channels_last)
             and torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
-            and not torch.is_autocast_enabled('cpu')
+            and not is_autocast_enabled('cpu')
             # Tracers and compilers see the standard op.
-            and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
+            and not torch.jit.is_tracing() and not is_compiling())
 
 
 def depthwise_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .attention import dot_product_attention
+from .compat import is_compiling
 
 __all__ = [
     'sec_attention', 'sec_order', 'sec_cluster_sizes', 'resolve_num_clusters',
@@ -107,7 +108,7 @@ def _stable_argsort_rows(values: Tensor) -> Tensor:
     length = values.shape[-1]
     rows = values.numel() // max(length, 1)
     if values.dtype != torch.float32 or max(rows, 1).bit_length() + 32 > 63 or \
-            torch.compiler.is_compiling():
+            is_compiling():
         return torch.sort(values, dim=-1, stable=True).indices
     # Float bits -> unsigned integers in the same order: negative values have all bits
     # flipped, non-negative ones only the sign bit (-0.0 is made +0.0 first so they tie).

@@ -16,8 +16,9 @@ import pickle
 from typing import List
 
 import numpy as np
-import torch
 from mmengine.config import Config
+
+from sec_mm.ops.compat import add_safe_globals
 
 __all__ = ['CODEBASES', 'checkpoint_safe_globals', 'register_checkpoint_safe_globals',
            'codebase_of']
@@ -76,13 +77,8 @@ def register_checkpoint_safe_globals() -> None:
     from mmengine.logging import HistoryBuffer
     from mmengine.runner.checkpoint import CheckpointLoader
     copyreg.pickle(HistoryBuffer, _reduce_history_buffer)
-    add_safe_globals = getattr(torch.serialization, 'add_safe_globals', None)
-    if add_safe_globals is None:
+    if not add_safe_globals(checkpoint_safe_globals()):
         return
-    registered = set(map(id, torch.serialization.get_safe_globals()))
-    new = [obj for obj in checkpoint_safe_globals() if id(obj) not in registered]
-    if new:
-        add_safe_globals(new)
     CheckpointLoader.register_scheme(prefixes='', loader=_load_from_local_with_hint, force=True)
 
 

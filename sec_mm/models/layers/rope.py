@@ -6,6 +6,8 @@ import torch.nn as nn
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from sec_mm.ops.compat import is_compiling
+
 __all__ = ['rotate_pairs', 'apply_rope', 'split_qkv_with_rope', 'RotaryEmbedding2d']
 
 
@@ -96,7 +98,7 @@ def split_qkv_with_rope(qkv: Tensor, sin: Tensor,
         fast path, a view otherwise).
     """
     dtype = torch.promote_types(qkv.dtype, cos.dtype)
-    if torch.compiler.is_compiling() or qkv.dtype != dtype or \
+    if is_compiling() or qkv.dtype != dtype or \
             dtype not in (torch.float32, torch.float64):
         # Compilers fuse the real-valued formula well; complex views need float32/64; the
         # gradient buffer needs one dtype for q, k and v.
