@@ -26,8 +26,15 @@ setup(
     long_description_content_type='text/markdown',
     packages=find_packages(include=['sec_mm', 'sec_mm.*']),
     python_requires='>=3.9',
-    install_requires=read_requirements('runtime.txt') + read_requirements('mmcv.txt'),
-    extras_require={'tests': read_requirements('tests.txt')},
+    # Never torch/torchvision: sec_mm runs on the user's own build, torch 2.1 to 2.14 (tested).
+    # The OpenMMLab stack sits in the `mim` extra, as in mmdet and mmpretrain, so that
+    # installing sec_mm into an existing environment changes none of its packages.
+    install_requires=read_requirements('runtime.txt'),
+    extras_require={
+        'mim': read_requirements('mim.txt'),
+        'multimodal': read_requirements('multimodal.txt'),
+        'tests': read_requirements('tests.txt'),
+    },
     license='Apache-2.0',
     zip_safe=False,
 )

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Creates (or reuses) the project environment in .venv: the pinned OpenMMLab stack, mmcv with
-# compiled ops, and sec_mm in editable mode. Safe to run again: it does nothing when the
+# Creates (or reuses) the project environment in .venv: the exact versions of
+# requirements/lock.txt (torch, the OpenMMLab stack, test tools), mmcv with compiled ops, and
+# sec_mm in editable mode. Safe to run again: it does nothing when the
 # environment already matches requirements/ and setup.py.
 #
 #   bash tools/setup_env.sh            # prints the path of the environment's python at the end
@@ -44,8 +45,8 @@ fi
 
 pip_install() { "$VPY" -m pip install --disable-pip-version-check "$@"; }
 
-log "installing the pinned stack (torch, mmengine, mmdet, mmseg, mmpretrain, ...)"
-pip_install -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/tests.txt"
+log "installing requirements/lock.txt (torch, mmengine, mmdet, mmseg, mmpretrain, ...)"
+pip_install -r "$ROOT/requirements/lock.txt"
 
 # mmcv: the package registries only have its source, so it is either a matching prebuilt
 # wheel (CPU ops, this Python and torch) or compiled here; with CUDA (a GPU and nvcc) it is
