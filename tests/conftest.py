@@ -45,3 +45,14 @@ def toy_data_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp('toy_data')
     module.make_toy_datasets(module.KINDS, root, **TOY_DATA_SETTINGS)
     return root
+
+
+@pytest.fixture(scope='session')
+def dist_env() -> dict:
+    """Environment for the two-process tests, from the host: two GPUs (nccl) where there are
+    at least two, else two CPU processes (gloo) with a single GPU hidden (two processes
+    cannot share one GPU under nccl)."""
+    import torch
+    if torch.cuda.is_available() and torch.cuda.device_count() < 2:
+        return {'CUDA_VISIBLE_DEVICES': ''}
+    return {}

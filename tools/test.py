@@ -37,6 +37,9 @@ def parse_args():
     parser.add_argument('--tta', action='store_true',
                         help='test-time augmentation (the config\'s tta_model/tta_pipeline, '
                         'else flip)')
+    parser.add_argument(
+        '--force-cpu', action='store_true',
+        help='run on CPU even where NVIDIA GPUs are visible but torch cannot use them')
     parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
@@ -49,7 +52,8 @@ def main():
     cfg = load_config(args.config, args.cfg_options)
     apply_test_options(cfg, args.config, args.checkpoint, launcher=args.launcher,
                        work_dir=args.work_dir, show=args.show, show_dir=args.show_dir,
-                       wait_time=args.wait_time, out=args.out, tta=args.tta)
+                       wait_time=args.wait_time, out=args.out, tta=args.tta,
+                       force_cpu=args.force_cpu)
     runner = build_runner(cfg)
     add_dump_metric(runner, cfg, args.out)
     runner.test()

@@ -1,6 +1,6 @@
 """Train a model from an mmdet, mmseg or mmpretrain config (picked by its default_scope).
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp [{fp16,bf16}]]
                           [--cfg-options k=v ...] [--launcher {none,pytorch,slurm}]
 
 Several processes: ``bash tools/dist_train.sh CONFIG GPUS [options]`` (torchrun). The
@@ -23,8 +23,13 @@ def parse_args():
         '--resume', nargs='?', type=str, const='auto',
         help='resume from this checkpoint; without a path, from the latest checkpoint in '
         'the work dir')
-    parser.add_argument('--amp', action='store_true',
-                        help='enable automatic-mixed-precision training')
+    parser.add_argument(
+        '--amp', nargs='?', const='auto', choices=('auto', 'fp16', 'bf16'),
+        help='automatic mixed precision: fp16 (the default on GPUs, with dynamic loss '
+        'scaling) or bf16 (the default on CPU)')
+    parser.add_argument(
+        '--force-cpu', action='store_true',
+        help='run on CPU even where NVIDIA GPUs are visible but torch cannot use them')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override config settings, key=value pairs (xxx=yyy), e.g. '
@@ -41,7 +46,7 @@ def main():
     args = parse_args()
     cfg = load_config(args.config, args.cfg_options)
     apply_train_options(cfg, args.config, launcher=args.launcher, work_dir=args.work_dir,
-                        amp=args.amp, resume=args.resume)
+                        amp=args.amp, resume=args.resume, force_cpu=args.force_cpu)
     build_runner(cfg).train()
 
 

@@ -7,10 +7,12 @@ from the hardware (nccl with CUDA, gloo without) and adapt a config so that the 
 and the same command run on both.
 """
 import copy
+import glob
 import os
+import shutil
 import subprocess
 from datetime import timedelta
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import torch
 import torch.distributed as torch_dist
@@ -18,8 +20,8 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 
 __all__ = [
-    'LAUNCHERS', 'cuda_available', 'select_dist_backend', 'init_distributed',
-    'revert_sync_bn_cfg', 'adapt_cfg_to_device'
+    'LAUNCHERS', 'cuda_available', 'visible_nvidia_gpus', 'check_gpus_usable',
+    'select_dist_backend', 'init_distributed', 'revert_sync_bn_cfg', 'adapt_cfg_to_device'
 ]
 
 LAUNCHERS = ('none', 'pytorch', 'slurm')
@@ -30,6 +32,58 @@ SYNC_BN_TYPES = ('SyncBN', 'MMSyncBN', 'SyncBatchNorm', 'nn.SyncBatchNorm')
 def cuda_available() -> bool:
     """Whether this process will run on CUDA devices."""
     return torch.cuda.is_available() and torch.cuda.device_count() > 0
+
+
+def visible_nvidia_gpus() -> List[str]:
+    """NVIDIA GPUs this process is meant to see, whether or not torch can use them.
+
+    Read from ``nvidia-smi -L`` (else the ``/dev/nvidiaN`` device files); empty when
+    ``CUDA_VISIBLE_DEVICES`` hides every GPU (``''`` or ``-1``), which is how a user asks for
+    CPU on a GPU machine.
+    """
+    if os.environ.get('CUDA_VISIBLE_DEVICES', None) in ('', '-1'):
+        return []
+    smi = shutil.which('nvidia-smi')
+    if smi is not None:
+        try:
+            listing = subprocess.run([smi, '-L'], capture_output=True, text=True, timeout=20)
+            gpus = [line for line in listing.stdout.splitlines() if line.startswith('GPU ')]
+            if gpus:
+                return gpus
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    return sorted(glob.glob('/dev/nvidia[0-9]*'))
+
+
+def check_gpus_usable(force_cpu: bool = False) -> None:
+    """Stop when NVIDIA GPUs are visible but torch cannot use them.
+
+    Otherwise ``dist_train.sh CONFIG 8`` on such a machine (a CPU-only torch build, or a
+    driver older than the CUDA of the torch build) would quietly start 8 CPU processes.
+
+    Args:
+        force_cpu (bool): Run on CPU anyway (``--force-cpu``).
+
+    Raises:
+        RuntimeError: naming the GPUs, why torch cannot use them, and the fixes.
+    """
+    if force_cpu or cuda_available():
+        return
+    gpus = visible_nvidia_gpus()
+    if not gpus:
+        return
+    if torch.version.cuda is None:
+        why = f'this torch ({torch.__version__}) is a CPU-only build'
+        fix = 'install a CUDA build of torch that matches your driver'
+    else:
+        why = (f'this torch ({torch.__version__}) is built for CUDA {torch.version.cuda} and '
+               'finds no usable GPU: most often the NVIDIA driver is older than that CUDA '
+               'needs (compare the "CUDA Version" nvidia-smi prints)')
+        fix = 'update the driver or install a torch built for an older CUDA'
+    raise RuntimeError(
+        f'{len(gpus)} NVIDIA GPU(s) are visible ({gpus[0]}{", ..." if len(gpus) > 1 else ""}) '
+        f'but torch.cuda.is_available() is False: {why}. Fix: {fix}. To run on CPU anyway, '
+        'pass --force-cpu (or hide the GPUs with CUDA_VISIBLE_DEVICES=).')
 
 
 def select_dist_backend() -> str:

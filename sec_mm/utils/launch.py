@@ -8,13 +8,13 @@ import copy
 import importlib
 import logging
 import os.path as osp
-from typing import Optional
+from typing import Optional, Union
 
 from mmengine.config import Config, ConfigDict
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
-from .dist import adapt_cfg_to_device, init_distributed
+from .dist import adapt_cfg_to_device, check_gpus_usable, init_distributed
 from .setup_env import codebase_of, register_checkpoint_safe_globals
 
 __all__ = ['load_config', 'apply_train_options', 'apply_test_options', 'build_runner',
@@ -46,9 +46,37 @@ def amp_device_available() -> bool:
     return get_device() != 'cpu'
 
 
+#: ``--amp`` values and the autocast dtype each means.
+AMP_DTYPES = {'fp16': 'float16', 'bf16': 'bfloat16'}
+
+
+def _apply_amp(cfg: Config, amp: str) -> None:
+    """Turn ``cfg.optim_wrapper`` into a mixed-precision wrapper (``--amp``)."""
+    if amp != 'auto' and amp not in AMP_DTYPES:
+        raise ValueError(f'--amp takes fp16 or bf16 (or nothing), got {amp!r}.')
+    wrapper_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
+    if wrapper_type in ('AmpOptimWrapper', 'CPUAmpOptimWrapper'):
+        print_log('AMP training is already enabled in the config.', logger='current',
+                  level=logging.WARNING)
+        return
+    if wrapper_type != 'OptimWrapper':
+        raise ValueError(f'--amp needs optim_wrapper.type OptimWrapper (it becomes '
+                         f'AmpOptimWrapper); the config has {wrapper_type!r}.')
+    if amp_device_available():
+        # float16 by default, with dynamic loss scaling, as the stock tools' --amp.
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.dtype = AMP_DTYPES['fp16' if amp == 'auto' else amp]
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    else:
+        # mmengine's AmpOptimWrapper needs an accelerator. On CPU bfloat16 is the default:
+        # CPU float16 kernels are few and slow, and bfloat16 needs no loss scaling.
+        cfg.optim_wrapper.type = 'CPUAmpOptimWrapper'
+        cfg.optim_wrapper.dtype = AMP_DTYPES['bf16' if amp == 'auto' else amp]
+
+
 def apply_train_options(cfg: Config, config_path: str, launcher: str = 'none',
-                        work_dir: Optional[str] = None, amp: bool = False,
-                        resume: Optional[str] = None) -> Config:
+                        work_dir: Optional[str] = None, amp: Union[bool, str, None] = None,
+                        resume: Optional[str] = None, force_cpu: bool = False) -> Config:
     """Apply the training tool's options to ``cfg`` (in place; also returned).
 
     Args:
@@ -56,28 +84,20 @@ def apply_train_options(cfg: Config, config_path: str, launcher: str = 'none',
         config_path: Its file (names the default work dir).
         launcher: ``'none'``, ``'pytorch'`` or ``'slurm'``.
         work_dir: ``--work-dir``.
-        amp: ``--amp``: mixed precision through ``AmpOptimWrapper`` (float16 with dynamic
-            loss scaling) on accelerators, ``CPUAmpOptimWrapper`` (bfloat16) on CPU.
+        amp: ``--amp``: ``'fp16'`` or ``'bf16'`` mixed precision, or ``'auto'`` / True for
+            the device's default (float16 with dynamic loss scaling through
+            ``AmpOptimWrapper`` on GPUs, bfloat16 through ``CPUAmpOptimWrapper`` on CPU).
+            None or False trains in float32.
         resume: ``--resume``: ``'auto'`` resumes from the work dir's latest checkpoint, a
             path resumes from that checkpoint, None starts fresh.
+        force_cpu: ``--force-cpu``: run on CPU even where NVIDIA GPUs are visible but torch
+            cannot use them (see :func:`~sec_mm.utils.dist.check_gpus_usable`).
     """
+    check_gpus_usable(force_cpu)
     cfg.launcher = launcher
     _set_work_dir(cfg, config_path, work_dir)
     if amp:
-        wrapper_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
-        if wrapper_type == 'AmpOptimWrapper':
-            print_log('AMP training is already enabled in the config.', logger='current',
-                      level=logging.WARNING)
-        elif wrapper_type != 'OptimWrapper':
-            raise ValueError(f'--amp needs optim_wrapper.type OptimWrapper (it becomes '
-                             f'AmpOptimWrapper); the config has {wrapper_type!r}.')
-        elif amp_device_available():
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
-            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-        else:
-            # mmengine's AmpOptimWrapper needs an accelerator; on CPU train in bfloat16.
-            cfg.optim_wrapper.type = 'CPUAmpOptimWrapper'
-            cfg.optim_wrapper.setdefault('dtype', 'bfloat16')
+        _apply_amp(cfg, 'auto' if amp is True else amp)
     if resume == 'auto':
         cfg.resume = True
         cfg.load_from = None
@@ -138,12 +158,15 @@ def _flip_tta(cfg: Config, codebase: str) -> None:
 def apply_test_options(cfg: Config, config_path: str, checkpoint: str, launcher: str = 'none',
                        work_dir: Optional[str] = None, show: bool = False,
                        show_dir: Optional[str] = None, wait_time: float = 2.,
-                       out: Optional[str] = None, tta: bool = False) -> Config:
+                       out: Optional[str] = None, tta: bool = False,
+                       force_cpu: bool = False) -> Config:
     """Apply the test tool's options to ``cfg`` (in place; also returned).
 
     ``out`` is mmseg's output folder for predicted label maps; for mmdet and mmpretrain it is
-    the pickle file predictions are dumped to (see :func:`add_dump_metric`).
+    the pickle file predictions are dumped to (see :func:`add_dump_metric`). ``force_cpu`` as
+    in :func:`apply_train_options`.
     """
+    check_gpus_usable(force_cpu)
     if not osp.isfile(checkpoint):
         raise FileNotFoundError(f'Checkpoint {checkpoint!r} does not exist.')
     codebase = codebase_of(cfg)

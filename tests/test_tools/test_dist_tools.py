@@ -57,9 +57,9 @@ def run(command, cwd, **env) -> str:
     return done.stdout
 
 
-def dist_train(config, workspace, work_dir, options, *extra, gpus=2):
-    return run(['bash', TOOLS / 'dist_train.sh', config, gpus, '--work-dir', work_dir,
-                *extra, '--cfg-options', *options], workspace, PORT=free_port())
+def dist_train(config, workspace, work_dir, options, *extra, env):
+    return run(['bash', TOOLS / 'dist_train.sh', config, 2, '--work-dir', work_dir,
+                *extra, '--cfg-options', *options], workspace, PORT=free_port(), **env)
 
 
 def train_iters(log: str):
@@ -67,18 +67,18 @@ def train_iters(log: str):
 
 
 @pytest.fixture(scope='module')
-def det_run(workspace):
+def det_run(workspace, dist_env):
     work_dir = workspace / 'det'
     log = dist_train(DET, workspace, work_dir, DET_OPTIONS + [
-        'train_cfg.max_iters=2', 'default_hooks.checkpoint.interval=2'])
+        'train_cfg.max_iters=2', 'default_hooks.checkpoint.interval=2'], env=dist_env)
     return work_dir, log
 
 
 @pytest.fixture(scope='module')
-def seg_run(workspace):
+def seg_run(workspace, dist_env):
     work_dir = workspace / 'seg'
     log = dist_train(SEG, workspace, work_dir, SEG_OPTIONS + [
-        'train_cfg.max_iters=2', 'default_hooks.checkpoint.interval=2'])
+        'train_cfg.max_iters=2', 'default_hooks.checkpoint.interval=2'], env=dist_env)
     return work_dir, log
 
 
@@ -103,11 +103,11 @@ def test_dist_train_two_processes_writes_checkpoint(run_name, request):
 
 
 @pytest.mark.e2e
-def test_resume_continues_at_the_next_iteration(det_run, workspace):
+def test_resume_continues_at_the_next_iteration(det_run, workspace, dist_env):
     work_dir, first_log = det_run
     log = dist_train(DET, workspace, work_dir, DET_OPTIONS + [
         'train_cfg.max_iters=3', 'default_hooks.checkpoint.interval=1'],
-        '--resume', work_dir / 'iter_2.pth')
+        '--resume', work_dir / 'iter_2.pth', env=dist_env)
     assert 'resumed epoch: 0, iter: 2' in log
     assert train_iters(log) == [3]
     loaded = torch.load(work_dir / 'iter_3.pth', map_location='cpu')
@@ -119,14 +119,14 @@ def test_resume_continues_at_the_next_iteration(det_run, workspace):
 
 
 @pytest.mark.e2e
-def test_dist_test_prints_coco_metrics(det_run, workspace):
+def test_dist_test_prints_coco_metrics(det_run, workspace, dist_env):
     work_dir, _ = det_run
     # A barely trained detector scores below the default threshold; keep every box.
     log = run(['bash', TOOLS / 'dist_test.sh', DET, work_dir / 'iter_2.pth', 2, '--work-dir',
                workspace / 'det_test', '--out', workspace / 'det_test' / 'results.pkl',
                '--show-dir', 'painted', '--cfg-options', *DET_OPTIONS[4:],
                'model.test_cfg.rcnn.score_thr=0.0'],
-              workspace, PORT=free_port())
+              workspace, PORT=free_port(), **dist_env)
     assert_two_process_run(log)
     for metric in ('coco/bbox_mAP', 'coco/segm_mAP', 'coco/bbox_mAP_50'):
         assert re.search(rf'{metric}: \d\.\d+', log), metric
@@ -171,7 +171,7 @@ def test_whole_image_inference_on_sizes_not_multiple_of_32(seg_run):
 
 
 @pytest.mark.e2e
-def test_two_nodes_on_one_machine(workspace):
+def test_two_nodes_on_one_machine(workspace, dist_env):
     """Two torchrun invocations (NNODES=2, NODE_RANK 0/1), one process each, one job."""
     port = free_port()
     work_dir = workspace / 'two_nodes'
@@ -181,7 +181,7 @@ def test_two_nodes_on_one_machine(workspace):
     procs = []
     for node_rank in (0, 1):
         env = dict(os.environ, PYTHON=sys.executable, NNODES='2', NODE_RANK=str(node_rank),
-                   MASTER_ADDR='127.0.0.1', PORT=str(port), OMP_NUM_THREADS='1')
+                   MASTER_ADDR='127.0.0.1', PORT=str(port), OMP_NUM_THREADS='1', **dist_env)
         procs.append(subprocess.Popen(command, cwd=workspace, env=env, text=True,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
     outputs = []

@@ -37,9 +37,19 @@ def pretend_cuda(monkeypatch):
     monkeypatch.setattr(torch_dist, 'is_nccl_available', lambda: True)
 
 
-def test_backend_is_gloo_without_cuda():
-    assert not torch.cuda.is_available()
+@pytest.fixture
+def pretend_no_cuda(monkeypatch):
+    """Take the CPU branch of our helpers whatever the host has."""
+    monkeypatch.setattr(dist_utils, 'cuda_available', lambda: False)
+
+
+def test_backend_is_gloo_without_cuda(pretend_no_cuda):
     assert select_dist_backend() == 'gloo'
+
+
+def test_backend_follows_the_host():
+    expected = 'nccl' if torch.cuda.is_available() and torch_dist.is_nccl_available() else 'gloo'
+    assert select_dist_backend() == expected
 
 
 def test_backend_is_nccl_with_cuda(pretend_cuda):
@@ -58,7 +68,7 @@ def test_sync_bn_configs_become_bn_everywhere():
         [dict(type='MMSyncBN'), (dict(norm=dict(type=torch.nn.SyncBatchNorm)), )]) == 2
 
 
-def test_cpu_distributed_cfg_builds_a_model_without_sync_bn():
+def test_cpu_distributed_cfg_builds_a_model_without_sync_bn(pretend_no_cuda):
     from mmengine.registry import DefaultScope
     from mmseg.registry import MODELS
     from mmseg.utils import register_all_modules
@@ -72,7 +82,7 @@ def test_cpu_distributed_cfg_builds_a_model_without_sync_bn():
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
 
 
-def test_cpu_distributed_wrapper_gets_no_device_ids():
+def test_cpu_distributed_wrapper_gets_no_device_ids(pretend_no_cuda):
     cfg = Config(dict(model=dict(type='M'), find_unused_parameters=True, sync_bn='torch'))
     adapt_cfg_to_device(cfg, 'pytorch')
     assert cfg.env_cfg.dist_cfg.backend == 'gloo'
@@ -105,7 +115,7 @@ def test_init_distributed_nothing_to_do():
         init_distributed('mpi4')
 
 
-def test_init_distributed_explains_missing_env(monkeypatch):
+def test_init_distributed_explains_missing_env(monkeypatch, pretend_no_cuda):
     for key in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'):
         monkeypatch.delenv(key, raising=False)
     with pytest.raises(RuntimeError, match='dist_train.sh'):
@@ -113,7 +123,7 @@ def test_init_distributed_explains_missing_env(monkeypatch):
 
 
 @pytest.mark.parametrize('launcher', ['pytorch', 'slurm'])
-def test_init_distributed_creates_a_gloo_group_on_cpu(launcher, monkeypatch):
+def test_init_distributed_creates_a_gloo_group_on_cpu(launcher, monkeypatch, pretend_no_cuda):
     for key in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT'):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv('MASTER_ADDR', '127.0.0.1')

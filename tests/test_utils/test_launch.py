@@ -60,25 +60,47 @@ def test_resume_modes(configs, checkpoint):
 
 @pytest.fixture
 def pretend_gpu(monkeypatch):
-    """Take the accelerator branch of --amp on this CPU machine (only our logic runs)."""
-    from sec_mm.utils import launch
+    """Take the accelerator branch of our helpers whatever the host has (only our logic runs)."""
+    from sec_mm.utils import dist, launch
     monkeypatch.setattr(launch, 'amp_device_available', lambda: True)
+    monkeypatch.setattr(dist, 'cuda_available', lambda: True)
+
+
+@pytest.fixture
+def pretend_cpu(monkeypatch):
+    """Take the CPU branch of our helpers whatever the host has."""
+    from sec_mm.utils import dist, launch
+    monkeypatch.setattr(launch, 'amp_device_available', lambda: False)
+    monkeypatch.setattr(dist, 'cuda_available', lambda: False)
+    monkeypatch.setattr(dist, 'visible_nvidia_gpus', lambda: [])
 
 
 @pytest.mark.parametrize('name', ['det', 'seg', 'cls'])
-def test_amp(configs, name, pretend_gpu):
-    cfg = apply_train_options(fresh(configs, name), 'x.py', amp=True)
+@pytest.mark.parametrize('amp,dtype', [(True, 'float16'), ('auto', 'float16'),
+                                       ('fp16', 'float16'), ('bf16', 'bfloat16')])
+def test_amp_on_gpus(configs, name, amp, dtype, pretend_gpu):
+    cfg = apply_train_options(fresh(configs, name), 'x.py', amp=amp)
     assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    assert cfg.optim_wrapper.dtype == dtype
     assert cfg.optim_wrapper.loss_scale == 'dynamic'
     assert cfg.optim_wrapper.optimizer == configs[name].optim_wrapper.optimizer
     # Already AMP: left as it is.
-    assert apply_train_options(cfg, 'x.py', amp=True).optim_wrapper.type == 'AmpOptimWrapper'
+    assert apply_train_options(cfg, 'x.py', amp='bf16').optim_wrapper.dtype == dtype
 
 
-def test_amp_on_cpu_trains_in_bfloat16(configs):
-    cfg = apply_train_options(fresh(configs, 'det'), str(DET), amp=True)
+@pytest.mark.parametrize('amp,dtype', [(True, 'bfloat16'), ('bf16', 'bfloat16'),
+                                       ('fp16', 'float16')])
+def test_amp_on_cpu(configs, amp, dtype, pretend_cpu):
+    cfg = apply_train_options(fresh(configs, 'det'), str(DET), amp=amp)
     assert cfg.optim_wrapper.type == 'CPUAmpOptimWrapper'
-    assert cfg.optim_wrapper.dtype == 'bfloat16'
+    assert cfg.optim_wrapper.dtype == dtype
+
+
+def test_amp_off_and_bad_values(configs):
+    cfg = apply_train_options(fresh(configs, 'det'), str(DET), amp=None)
+    assert cfg.optim_wrapper.type == 'OptimWrapper'
+    with pytest.raises(ValueError, match='fp16 or bf16.*fp8'):
+        apply_train_options(fresh(configs, 'det'), str(DET), amp='fp8')
 
 
 def test_amp_refuses_other_wrappers(configs, pretend_gpu):
@@ -88,12 +110,38 @@ def test_amp_refuses_other_wrappers(configs, pretend_gpu):
         apply_train_options(cfg, str(DET), amp=True)
 
 
-def test_distributed_on_cpu_adapts_the_config(configs):
+def test_distributed_on_cpu_adapts_the_config(configs, pretend_cpu):
     cfg = apply_train_options(fresh(configs, 'seg'), str(SEG), launcher='pytorch')
     assert cfg.launcher == 'pytorch'
     assert cfg.env_cfg.dist_cfg.backend == 'gloo'
     assert cfg.model_wrapper_cfg.device_ids is None
     assert 'SyncBN' in str(configs['seg'].model) and 'SyncBN' not in str(cfg.model)
+
+
+@pytest.mark.parametrize('apply', ['train', 'test'])
+def test_visible_gpus_that_torch_cannot_use_stop_the_tools(configs, checkpoint, apply,
+                                                          pretend_cpu, monkeypatch):
+    from sec_mm.utils import dist
+    monkeypatch.setattr(dist, 'visible_nvidia_gpus',
+                        lambda: ['GPU 0: NVIDIA H200 (UUID: GPU-0)', 'GPU 1: NVIDIA H200'])
+
+    def run(**kwargs):
+        if apply == 'train':
+            return apply_train_options(fresh(configs, 'det'), str(DET), **kwargs)
+        return apply_test_options(fresh(configs, 'det'), str(DET), checkpoint, **kwargs)
+
+    with pytest.raises(RuntimeError, match=r'2 NVIDIA GPU\(s\) are visible \(GPU 0: NVIDIA '
+                       r'H200.*torch.cuda.is_available\(\) is False.*--force-cpu'):
+        run()
+    assert run(force_cpu=True).env_cfg.dist_cfg.backend == 'gloo'
+
+
+def test_hidden_gpus_mean_cpu(monkeypatch):
+    from sec_mm.utils.dist import check_gpus_usable, visible_nvidia_gpus
+    for hidden in ('', '-1'):
+        monkeypatch.setenv('CUDA_VISIBLE_DEVICES', hidden)
+        assert visible_nvidia_gpus() == []
+        check_gpus_usable()  # nothing to complain about
 
 
 def test_test_options_per_codebase(configs, checkpoint):
