@@ -19,7 +19,7 @@ from .compat import is_compiling
 
 __all__ = [
     'sec_attention', 'sec_order', 'sec_cluster_sizes', 'resolve_num_clusters',
-    'gather_tokens', 'restore_tokens'
+    'gather_tokens', 'permute_tokens', 'restore_tokens', 'inverse_permutation'
 ]
 
 # Smallest flat int64 tensor that PyTorch's CPU sort sorts by radix sort (at::internal's
@@ -80,35 +80,38 @@ def sec_order(keys: Tensor) -> Tensor:
     Returns:
         Tensor: ``(B, heads, L)`` int64 indices sorting the tokens by ascending cosine similarity
         between each key and the mean key of its (batch item, head). Ties keep their original
-        order (stable sort), so the result is reproducible.
+        order (stable sort), so the result is reproducible. Computed in float32 (or float64)
+        with autocast off, so mixed-precision training clusters as float32 training does.
     """
-    # Similarity in float32 at least: half precision would create ties and change the order.
+    # Half precision (of the keys, or of the product under autocast) would create ties and
+    # move tokens into other clusters.
     keys = keys.detach()
     if keys.dtype in (torch.float16, torch.bfloat16):
         keys = keys.float()
-    center = F.normalize(keys.mean(dim=-2, keepdim=True), dim=-1)
-    # cos(k, center) = (k . center) / |k|, without a normalised copy of the keys.
-    similarity = (keys @ center.transpose(-2, -1)).squeeze(-1) / \
-        torch.linalg.vector_norm(keys, dim=-1).clamp_min(1e-12)
+    with torch.autocast(keys.device.type, enabled=False):
+        center = F.normalize(keys.mean(dim=-2, keepdim=True), dim=-1)
+        # cos(k, center) = (k . center) / |k|, without a normalised copy of the keys.
+        similarity = (keys @ center.transpose(-2, -1)).squeeze(-1) / \
+            torch.linalg.vector_norm(keys, dim=-1).clamp_min(1e-12)
     return _stable_argsort_rows(similarity)
 
 
 def _stable_argsort_rows(values: Tensor) -> Tensor:
     """``torch.sort(values, dim=-1, stable=True).indices`` for float32 ``values``.
 
-    Every row is sorted at once as one flat int64 array of keys ``(row, value bits)`` with a
-    stable sort: integer sorts of a flat array use radix sort (on CPU and CUDA), several times
-    faster than per-row comparison sorts of floats, and 32 value bits plus a few row bits
-    need few radix passes. Falls back to ``torch.sort`` when the keys would not fit in 63 bits
-    or for other dtypes.
+    On CPU every row is sorted at once as one flat int64 array of keys ``(row, value bits)``
+    with a stable sort: integer sorts of a flat array use radix sort, several times faster
+    than per-row comparison sorts of floats there, and 32 value bits plus a few row bits need
+    few radix passes. Other devices (where this trick has not been measured to pay), other
+    dtypes and keys that would not fit in 63 bits use ``torch.sort``.
     """
     if torch.jit.is_tracing():
         # Sizes are traced tensors here (e.g. FLOP counting); the plain sort traces.
         return torch.sort(values, dim=-1, stable=True).indices
     length = values.shape[-1]
     rows = values.numel() // max(length, 1)
-    if values.dtype != torch.float32 or max(rows, 1).bit_length() + 32 > 63 or \
-            is_compiling():
+    if values.device.type != 'cpu' or values.dtype != torch.float32 or \
+            max(rows, 1).bit_length() + 32 > 63 or is_compiling():
         return torch.sort(values, dim=-1, stable=True).indices
     # Float bits -> unsigned integers in the same order: negative values have all bits
     # flipped, non-negative ones only the sign bit (-0.0 is made +0.0 first so they tie).
@@ -116,7 +119,7 @@ def _stable_argsort_rows(values: Tensor) -> Tensor:
     bits = (bits ^ ((bits >> 31) | -2**31)).to(torch.int64) & 0xFFFFFFFF
     row = torch.arange(rows, device=values.device).unsqueeze(1)
     keys = ((row << 32) | bits).flatten()
-    if keys.numel() < _RADIX_MIN_KEYS and keys.device.type == 'cpu':
+    if keys.numel() < _RADIX_MIN_KEYS:
         # PyTorch's CPU sort takes radix sort only from this many keys on; padding with keys
         # above all others is cheaper than the comparison sort below it.
         keys = torch.cat([keys, keys.new_full((_RADIX_MIN_KEYS - keys.numel(), ), rows << 32)])
@@ -124,7 +127,7 @@ def _stable_argsort_rows(values: Tensor) -> Tensor:
     return (flat.view(rows, length) - row * length).view(values.shape)
 
 
-def _inverse_permutation(order: Tensor) -> Tensor:
+def inverse_permutation(order: Tensor) -> Tensor:
     """``inverse[..., order[..., i]] = i`` along the last axis (a scatter, not a second sort)."""
     positions = torch.arange(order.shape[-1], device=order.device).expand_as(order)
     return torch.empty_like(order).scatter_(-1, order, positions)
@@ -183,7 +186,7 @@ class _PermuteTokens(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         saved, = ctx.saved_tensors
-        inverse = saved if ctx.inverse_given else _inverse_permutation(saved)
+        inverse = saved if ctx.inverse_given else inverse_permutation(saved)
         return _PermuteTokens.apply(grad, inverse, saved if ctx.inverse_given else None,
                                     False), None, None, None
 
@@ -214,13 +217,30 @@ def gather_tokens(x: Tensor, order: Tensor) -> Tensor:
     return _GatherTokens.apply(x, order)
 
 
+def permute_tokens(x: Tensor, order: Tensor, inverse: Optional[Tensor] = None) -> Tensor:
+    """``x[b, h, order[b, h, i]]`` for an ``order`` that permutes the ``L`` tokens.
+
+    Like :func:`gather_tokens`, but the gradient is the inverse permutation: a second row
+    gather instead of a scatter-add (whose atomic adds are slow on GPUs).
+
+    Args:
+        x (Tensor): ``(B, heads, L, d)``.
+        order (Tensor): ``(B, heads, L)``, a permutation of ``0..L-1`` in every row.
+        inverse (Tensor, optional): Its inverse, when already computed.
+
+    Returns:
+        Tensor: Contiguous ``(B, heads, L, d)``.
+    """
+    return _PermuteTokens.apply(x, order, inverse, False)
+
+
 def restore_tokens(x_sorted: Tensor, order: Tensor) -> Tensor:
     """Inverse of :func:`gather_tokens`: put every row back at its original position.
 
     The result is ``(B, heads, L, d)`` laid out token-major in memory (``(B, L, heads, d)``
     contiguous), so that ``out.transpose(1, 2).reshape(B, L, heads * d)`` is free.
     """
-    return _PermuteTokens.apply(x_sorted, _inverse_permutation(order), order, True)
+    return _PermuteTokens.apply(x_sorted, inverse_permutation(order), order, True)
 
 
 def _attend_in_chunks(q: Tensor, k: Tensor, v: Tensor, num_chunks: int,
@@ -306,7 +326,7 @@ def sec_attention(q: Tensor,
     elif order.shape != q.shape[:3]:
         raise ValueError(f'`order` must have shape {tuple(q.shape[:3])}, got {tuple(order.shape)}.')
     # One order and one inverse serve all gathers and the restore (and their gradients).
-    inverse = _inverse_permutation(order)
+    inverse = inverse_permutation(order)
     q, k, v = (_PermuteTokens.apply(t, order, inverse, False) for t in (q, k, v))
     out = _clustered_attention(q, k, v, count, scale)
     return _PermuteTokens.apply(out, inverse, order, True)

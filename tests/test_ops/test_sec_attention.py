@@ -5,23 +5,11 @@ import torch
 import torch.nn.functional as F
 
 from sec_mm.ops import (resolve_num_clusters, sec_attention, sec_cluster_sizes, sec_order)
+from sec_mm.ops.reference import sec_attention_reference
 
 
 def reference_sec_attention(q, k, v, num_clusters, scale=None):
-    """Direct float64 SEC attention: sort, cut with tensor_split, attend per cluster."""
-    q, k, v = q.double(), k.double(), v.double()
-    scale = q.shape[-1]**-0.5 if scale is None else scale
-    out = torch.empty(*q.shape[:3], v.shape[-1], dtype=torch.float64)
-    for b in range(q.shape[0]):
-        for h in range(q.shape[1]):
-            keys = k[b, h]
-            center = keys.mean(0)
-            sim = F.cosine_similarity(keys, center[None], dim=-1)
-            order = torch.sort(sim, stable=True).indices
-            for cluster in torch.tensor_split(order, num_clusters):
-                logits = q[b, h, cluster] @ keys[cluster].T * scale
-                out[b, h, cluster] = logits.softmax(-1) @ v[b, h, cluster]
-    return out
+    return sec_attention_reference(q, k, v, num_clusters=num_clusters, scale=scale)
 
 
 def random_qkv(batch=2, heads=3, length=50, dim=8, seed=0, dtype=torch.float32):
@@ -206,3 +194,28 @@ def test_token_major_inputs_give_the_reference_result():
     out = sec_attention(q, k, v, num_clusters=4)
     torch.testing.assert_close(out.double(), reference_sec_attention(q, k, v, 4),
                                atol=1e-5, rtol=1e-5)
+
+
+# ----- mixed precision -----
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_order_under_autocast_equals_the_float32_order(dtype):
+    # Keys of a real layer's scale: under autocast a half-precision `keys @ center` would
+    # tie and swap many neighbours and move tokens across cluster borders.
+    keys = torch.randn(2, 4, 3136, 32, generator=torch.Generator().manual_seed(0))
+    expected = sec_order(keys)
+    with torch.autocast('cpu', dtype=dtype):
+        assert torch.equal(sec_order(keys), expected)
+    # Half-precision keys are upcast: their order is the float32 order of the same values.
+    assert torch.equal(sec_order(keys.to(dtype)), sec_order(keys.to(dtype).float()))
+
+
+def test_permute_tokens_gradient_is_the_inverse_permutation():
+    from sec_mm.ops import inverse_permutation, permute_tokens
+    x = torch.randn(2, 3, 17, 4, dtype=torch.float64, requires_grad=True)
+    order = torch.stack([torch.randperm(17) for _ in range(6)]).view(2, 3, 17)
+    expected = torch.gather(x, 2, order.unsqueeze(-1).expand(-1, -1, -1, 4))
+    torch.testing.assert_close(permute_tokens(x, order), expected)
+    inverse = inverse_permutation(order)
+    assert torch.equal(torch.gather(order, 2, inverse), torch.arange(17).expand(2, 3, 17))
+    torch.testing.assert_close(permute_tokens(x, order, inverse), expected)
+    assert torch.autograd.gradcheck(lambda t: permute_tokens(t, order), (x, ))

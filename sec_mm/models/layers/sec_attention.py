@@ -62,6 +62,9 @@ class SECAttention(nn.Module):
         self.rope = RotaryEmbedding2d(self.head_dims) if use_rope else None
         self.lce = DepthwiseConv2d(embed_dims, lce_kernel_size) if use_lce else None
         self.proj = nn.Conv2d(embed_dims, embed_dims, 1)
+        # Parameter-free hook point: the (B, heads, L) token order passes through it whenever
+        # there is more than one cluster, so forward hooks can read the clusters.
+        self.order_probe = nn.Identity()
 
     def extra_repr(self) -> str:
         mode = (f'num_clusters={self.num_clusters}' if self.cluster_size is None else
@@ -92,20 +95,20 @@ class SECAttention(nn.Module):
         # of the channels-last qkv map: (B, L, 3, heads, head_dims).
         qkv = self.qkv(x).permute(0, 2, 3, 1).reshape(batch, height * width, 3,
                                                       self.num_heads, self.head_dims)
-        order = None
         if self.rope is not None:
             sin, cos = rope if rope is not None else self.rope(height, width)
             # q, k head-major (B, heads, L, d); v token-major (B, L, heads, d).
             q, k, v = split_qkv_with_rope(qkv, sin, cos)
-            if k.dtype != v.dtype:
-                # Under autocast RoPE runs in float32 (as the release's q * cos does): sort
-                # on those keys, attend in the autocast dtype.
-                if self._clusters(height * width) > 1:
-                    order = sec_order(k)
-                q, k = q.to(v.dtype), k.to(v.dtype)
         else:
             q, k, v = qkv.unbind(2)
             q, k = q.transpose(1, 2), k.transpose(1, 2)
+        order = None
+        if self._clusters(height * width) > 1:
+            # Clusters from the keys as RoPE leaves them: float32 under autocast, as the
+            # release's ``q * cos`` with float32 tables.
+            order = self.order_probe(sec_order(k))
+        # Attention in the activations' (autocast) dtype.
+        q, k = q.to(v.dtype), k.to(v.dtype)
 
         out = sec_attention(q, k, v.transpose(1, 2), self.num_clusters, self.cluster_size,
                             order=order)

@@ -2,12 +2,14 @@
 from typing import Optional, Sequence
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from mmpretrain.models.utils import MultiheadAttention
 from torch import Tensor
 
-from sec_mm.ops import (dot_product_attention, gather_tokens, resolve_num_clusters,
-                        restore_tokens, sec_attention, sec_cluster_sizes, sec_order)
+from sec_mm.ops import (dot_product_attention, inverse_permutation, permute_tokens,
+                        resolve_num_clusters, restore_tokens, sec_attention,
+                        sec_cluster_sizes, sec_order)
 from .depthwise_conv import DepthwiseConv2d
 from .rope import RotaryEmbedding2d, apply_rope
 
@@ -99,6 +101,10 @@ class SECMultiheadAttention(MultiheadAttention):
         self.scale = qk_scale or self.head_dims**-0.5
         self.rope = RotaryEmbedding2d(self.head_dims) if use_rope else None
         self.lce = DepthwiseConv2d(embed_dims, lce_kernel_size) if use_lce else None
+        # Parameter-free hook point: the (B, heads, L_image) order of the image tokens passes
+        # through it whenever there is more than one cluster, so forward hooks can read the
+        # clusters.
+        self.order_probe = nn.Identity()
 
     def extra_repr(self) -> str:
         mode = (f'num_clusters={self.num_clusters}' if self.cluster_size is None else
@@ -131,12 +137,20 @@ class SECMultiheadAttention(MultiheadAttention):
         q, k, v = self.qkv(x).reshape(batch, length, 3, self.num_heads,
                                       self.head_dims).permute(2, 0, 3, 1, 4).unbind(0)
         if self.rope is not None:
+            # RoPE with float32 tables, as in SECAttention and the release (``q * cos``
+            # promotes half-precision q to float32 under autocast).
             sin, cos = self.rope(*hw_shape)
-            sin, cos = sin.to(q.dtype), cos.to(q.dtype)
-            q = torch.cat([q[:, :, :extra], apply_rope(q[:, :, extra:], sin, cos)], dim=2)
-            k = torch.cat([k[:, :, :extra], apply_rope(k[:, :, extra:], sin, cos)], dim=2)
+            dtype = torch.promote_types(q.dtype, cos.dtype)
+            q, k = (torch.cat([t[:, :, :extra].to(dtype), apply_rope(t[:, :, extra:], sin, cos)],
+                              dim=2) for t in (q, k))
+        order = None
+        if self._clusters(length - extra) > 1:
+            order = self.order_probe(sec_order(k[:, :, extra:]))
+        # Attention in the activations' dtype (the autocast one), clusters from the float32
+        # keys above.
+        q, k = q.to(v.dtype), k.to(v.dtype)
 
-        out = self._attend(q, k, v)  # (B, heads, N, d)
+        out = self._attend(q, k, v, order)  # (B, heads, N, d)
         out = out.transpose(1, 2).reshape(batch, length, self.embed_dims)
         if self.lce is not None:
             # Values of the image tokens as a (B, C, H, W) map, channels in (heads, d) order.
@@ -148,42 +162,55 @@ class SECMultiheadAttention(MultiheadAttention):
         out = self.proj(out)
         return self.out_drop(self.gamma1(self.proj_drop(out)))
 
-    def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        """SEC attention of ``(B, heads, N, d)`` q, k, v with the extra tokens global."""
+    def _clusters(self, num_image_tokens: int) -> int:
+        return resolve_num_clusters(num_image_tokens, self.num_clusters, self.cluster_size)
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, order: Optional[Tensor]) -> Tensor:
+        """SEC attention of ``(B, heads, N, d)`` q, k, v with the extra tokens global.
+
+        ``order`` is the ``(B, heads, N - extra)`` SEC order of the image tokens (None for one
+        cluster).
+        """
         extra = self.num_extra_tokens
-        num_image = int(q.shape[2]) - extra  # a plain int also under torch.jit.trace
-        count = resolve_num_clusters(num_image, self.num_clusters, self.cluster_size)
-        if count == 1:
+        if order is None:
             # mmpretrain's own op, so that one cluster is bit-for-bit the stock model.
             return F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        count = self._clusters(int(q.shape[2]) - extra)  # an int also under jit.trace
         if extra == 0:
-            return sec_attention(q, k, v, num_clusters=count, scale=self.scale)
+            return sec_attention(q, k, v, num_clusters=count, scale=self.scale, order=order)
 
         # The extra tokens' queries see everything.
         extra_out = dot_product_attention(q[:, :, :extra], k, v, scale=self.scale)
-        image_q, image_k, image_v = q[:, :, extra:], k[:, :, extra:], v[:, :, extra:]
-        order = sec_order(image_k)
-        image_out = self._clusters_with_extra_kv(
-            gather_tokens(image_q, order), gather_tokens(image_k, order),
-            gather_tokens(image_v, order), k[:, :, :extra], v[:, :, :extra], count)
+        inverse = inverse_permutation(order)
+        image_q, image_k, image_v = (permute_tokens(t[:, :, extra:], order, inverse)
+                                     for t in (q, k, v))
+        image_out = self._clusters_with_extra_kv(image_q, image_k, image_v, k[:, :, :extra],
+                                                 v[:, :, :extra], count)
         return torch.cat([extra_out, restore_tokens(image_out, order)], dim=2)
 
     def _clusters_with_extra_kv(self, q: Tensor, k: Tensor, v: Tensor, extra_k: Tensor,
                                 extra_v: Tensor, count: int) -> Tensor:
         """Attention inside the clusters of sorted image tokens, each cluster also seeing the
-        extra tokens' keys and values (prepended to every cluster)."""
-        num_image = int(q.shape[2])  # a plain int also under torch.jit.trace
+        extra tokens' keys and values (prepended to every cluster).
+
+        Clusters are folded into the head axis, so every call is a 4-D
+        ``scaled_dot_product_attention`` (5-D inputs take the unfused math kernel on GPUs).
+        """
+        batch, heads, num_image, dims = (int(n) for n in q.shape)  # ints under jit.trace
+        extra = extra_k.shape[2]
         sizes = sec_cluster_sizes(num_image, count)
         outs, start = [], 0
         # At most two cluster sizes (they differ by one): one batched call per size.
         for size in sorted(set(sizes), reverse=True):
             clusters = sizes.count(size)
             stop = start + clusters * size
-            q_c, k_c, v_c = (t[:, :, start:stop].unflatten(2, (clusters, size))
+            q_c, k_c, v_c = (t[:, :, start:stop].reshape(batch, heads * clusters, size, -1)
                              for t in (q, k, v))
-            k_c = torch.cat([extra_k.unsqueeze(2).expand(-1, -1, clusters, -1, -1), k_c], 3)
-            v_c = torch.cat([extra_v.unsqueeze(2).expand(-1, -1, clusters, -1, -1), v_c], 3)
-            out = dot_product_attention(q_c, k_c, v_c, scale=self.scale)
-            outs.append(out.flatten(2, 3))
+            extra_k_c, extra_v_c = (
+                t.unsqueeze(2).expand(-1, -1, clusters, -1, -1).reshape(
+                    batch, heads * clusters, extra, -1) for t in (extra_k, extra_v))
+            out = dot_product_attention(q_c, torch.cat([extra_k_c, k_c], dim=2),
+                                        torch.cat([extra_v_c, v_c], dim=2), scale=self.scale)
+            outs.append(out.reshape(batch, heads, clusters * size, -1))
             start = stop
         return torch.cat(outs, dim=2)

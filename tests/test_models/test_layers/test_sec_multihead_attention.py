@@ -97,3 +97,58 @@ def test_bad_input_is_named():
         attn(torch.randn(1, 12, 16), (3, 5))
     with pytest.raises(ValueError, match=r'\(B, N, 16\)'):
         attn(torch.randn(1, 12, 8), (3, 4))
+
+
+def attention_input_ranks(run):
+    """Ranks of q, k, v of every ``scaled_dot_product_attention`` that ``run()`` calls."""
+    with torch.profiler.profile(record_shapes=True) as profile:
+        run()
+    return [tuple(len(shape) for shape in event.input_shapes[:3])
+            for event in profile.events() if event.name == 'aten::scaled_dot_product_attention']
+
+
+@pytest.mark.parametrize('num_patches,num_clusters', [(36, 4), (35, 4)])
+def test_class_token_path_calls_4d_attention(num_patches, num_clusters):
+    # bfloat16 takes scaled_dot_product_attention on every device (the CPU float32 path has
+    # its own kernel for short clusters); 5-D inputs would run SDPA's unfused math kernel.
+    torch.manual_seed(0)
+    attn = SECMultiheadAttention(32, 4, num_clusters=num_clusters, num_extra_tokens=1)
+    attn = attn.to(torch.bfloat16)
+    x = torch.randn(2, 1 + num_patches, 32, dtype=torch.bfloat16, requires_grad=True)
+    ranks = attention_input_ranks(lambda: attn(x).float().square().sum().backward())
+    # The class token's row, then one call per cluster size.
+    assert len(ranks) == (2 if num_patches % num_clusters else 1) + 1
+    assert set(ranks) == {(4, 4, 4)}
+    assert torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize('layer', ['tokens', 'map'])
+def test_rope_and_order_in_float32_under_autocast(layer, dtype):
+    """Both SEC layers rotate q and k with float32 tables under autocast and cluster on those
+    float32 keys, as the release computes ``q * cos``."""
+    from sec_mm.models.layers.rope import apply_rope
+    torch.manual_seed(0)
+    height, width, channels, heads = 8, 7, 32, 2
+    if layer == 'tokens':
+        attn = SECMultiheadAttention(channels, heads, num_clusters=4, use_rope=True,
+                                     use_lce=True)
+        x = torch.randn(2, height * width, channels)
+        call = dict(hw_shape=(height, width))
+    else:
+        attn = SECAttention(channels, heads, num_clusters=4)
+        x = torch.randn(2, channels, height, width)
+        call = {}
+    seen = []
+    attn.order_probe.register_forward_hook(lambda module, args, out: seen.append(out))
+    with torch.autocast('cpu', dtype=dtype):
+        qkv = attn.qkv(x)
+        if layer == 'map':
+            qkv = qkv.flatten(2).transpose(1, 2)
+        assert qkv.dtype == dtype
+        k = qkv.reshape(2, height * width, 3, heads, -1)[:, :, 1].transpose(1, 2)
+        sin, cos = attn.rope(height, width)
+        out = attn(x, **call)
+    k = apply_rope(k.float(), sin, cos)
+    assert out.shape == x.shape and torch.isfinite(out.float()).all()
+    assert len(seen) == 1 and torch.equal(seen[0], sec_order(k))
