@@ -56,3 +56,22 @@ def dist_env() -> dict:
     if torch.cuda.is_available() and torch.cuda.device_count() < 2:
         return {'CUDA_VISIBLE_DEVICES': ''}
     return {}
+
+
+def pytest_generate_tests(metafunc):
+    """``cpu_autocast_dtype``: bfloat16 and float16, the latter skipped (with the reason) on
+    torch versions whose CPU autocast has no float16 (before 2.2)."""
+    if 'cpu_autocast_dtype' not in metafunc.fixturenames:
+        return
+    import torch
+    try:
+        with torch.autocast('cpu', dtype=torch.float16):
+            pass
+        float16_reason = None
+    except RuntimeError as error:
+        float16_reason = f'torch {torch.__version__}: {error}'
+    metafunc.parametrize('cpu_autocast_dtype', [
+        pytest.param(torch.bfloat16, id='bf16'),
+        pytest.param(torch.float16, id='fp16',
+                     marks=[pytest.mark.skipif(float16_reason is not None,
+                                               reason=str(float16_reason))])])

@@ -21,6 +21,9 @@ model = dict(
         out_indices=(0, 1, 2, 3),
         # Every pyramid level gets a channel LayerNorm before the neck.
         out_norm_cfg=dict(type='LN2d', eps=1e-6),
+        # Stem and downsample BatchNorms synchronised over GPUs, as in the authors' dense
+        # prediction code (2 images per GPU); our tools run them as BN on CPU.
+        norm_cfg=dict(type='SyncBN', requires_grad=True),
         init_cfg=dict(
             type='Pretrained',
             checkpoint='checkpoints/secvit-t_in1k_mm.pth',

@@ -20,6 +20,9 @@ model = dict(
         # would leave parameters without gradients.
         out_indices=(1, 2, 3),
         out_norm_cfg=dict(type='LN2d', eps=1e-6),
+        # Stem and downsample BatchNorms synchronised over GPUs, as in the authors' dense
+        # prediction code (2 images per GPU); our tools run them as BN on CPU.
+        norm_cfg=dict(type='SyncBN', requires_grad=True),
         # The ImageNet-1k weights converted to mmpretrain keys (see the README).
         init_cfg=dict(
             type='Pretrained',

@@ -2,7 +2,6 @@ import re
 
 import pytest
 import torch
-from mmdet.models.backbones import SwinTransformer as MMDetSwin
 from mmdet.registry import MODELS as DET_MODELS
 from mmpretrain.models.utils import ShiftWindowMSA
 from mmpretrain.registry import MODELS as PRETRAIN_MODELS
@@ -52,7 +51,10 @@ def window_to_sec_key(key):
     return key.replace('.attn.w_msa.', '.attn.')
 
 
-@pytest.mark.parametrize('registry', [PRETRAIN_MODELS, DET_MODELS, SEG_MODELS])
+@pytest.mark.parametrize('registry', [
+    PRETRAIN_MODELS,
+    pytest.param(DET_MODELS, marks=pytest.mark.mmcv_ops),
+    pytest.param(SEG_MODELS, marks=pytest.mark.mmcv_ops)])
 def test_builds_through_every_registry(registry):
     model = registry.build(dict(type='SECSwinTransformer', arch=TINY, out_indices=(0, 1, 2, 3)))
     assert isinstance(model, SECSwinTransformer)
@@ -150,8 +152,10 @@ def test_whole_classifier_state_dict_loads_through_the_hook(mmpretrain_swin_t,
     assert torch.equal(model.head.fc.weight, state['head.fc.weight'])
 
 
+@pytest.mark.mmcv_ops
 def test_loads_an_mmdet_swin_checkpoint(tmp_path, randomize, mm_log_messages):
     """A detector checkpoint whose backbone is mmdet's own SwinTransformer (all 4 out norms)."""
+    from mmdet.models.backbones import SwinTransformer as MMDetSwin  # imports mmcv's ops
     stock = randomize(MMDetSwin(out_indices=(0, 1, 2, 3)))
     path = tmp_path / 'mask-rcnn_swin-t.pth'
     torch.save({'state_dict': {f'backbone.{k}': v for k, v in stock.state_dict().items()}},
@@ -187,6 +191,7 @@ def to_original_swin(state):
     return original
 
 
+@pytest.mark.mmcv_ops  # the conversion is mmdet's
 def test_loads_an_original_release_swin_checkpoint(mmpretrain_swin_t, tmp_path):
     path, state = mmpretrain_swin_t
     backbone = {k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')}

@@ -24,7 +24,10 @@ def single_thread():
     yield
     torch.set_num_threads(previous)
 
-@pytest.mark.parametrize('registry', [PRETRAIN_MODELS, DET_MODELS, SEG_MODELS])
+@pytest.mark.parametrize('registry', [
+    PRETRAIN_MODELS,
+    pytest.param(DET_MODELS, marks=pytest.mark.mmcv_ops),
+    pytest.param(SEG_MODELS, marks=pytest.mark.mmcv_ops)])
 def test_builds_through_every_registry(registry):
     model = registry.build(dict(type='SECVisionTransformer', arch=TINY, img_size=64))
     assert isinstance(model, SECVisionTransformer)
