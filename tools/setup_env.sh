@@ -45,7 +45,8 @@ fi
 pip_install() { "$VPY" -m pip install --disable-pip-version-check "$@"; }
 
 log "installing the pinned stack (torch, mmengine, mmdet, mmseg, mmpretrain, ...)"
-pip_install -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/tests.txt"
+pip_install -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/tests.txt" \
+  -r "$ROOT/requirements/fastervit.txt"
 
 # mmcv: the package registries only have its source, so it is either a matching prebuilt
 # wheel (CPU ops, this Python and torch) or compiled here; with CUDA (a GPU and nvcc) it is
