@@ -34,6 +34,7 @@ setup(
         'mim': read_requirements('mim.txt'),
         'multimodal': read_requirements('multimodal.txt'),
         'tests': read_requirements('tests.txt'),
+        'fastervit': read_requirements('fastervit.txt'),
     },
     license='Apache-2.0',
     zip_safe=False,

@@ -44,8 +44,10 @@ def register_all_modules() -> None:
     for registry in installed_model_registries():
         for name, cls in shared.items():
             _register(registry, cls, name)
-        # SEC variants of mmpretrain's Swin and ViT subclass them: present with mmpretrain.
-        for name in ('SECSwinTransformer', 'SECVisionTransformer', 'SECMultiheadAttention'):
+        # SEC variants of mmpretrain's Swin and ViT subclass them, SEC-FasterViT uses
+        # SECMultiheadAttention: present with mmpretrain.
+        for name in ('SECSwinTransformer', 'SECVisionTransformer', 'SECFasterViT',
+                     'SECMultiheadAttention'):
             if hasattr(models, name):
                 _register(registry, getattr(models, name), name)
         if registry.scope == 'mmpretrain':

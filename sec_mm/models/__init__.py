@@ -20,7 +20,9 @@ except ImportError:  # mmpretrain or transformers (mmpretrain's LLaVA) is not in
     pass
 
 if importlib.util.find_spec('mmpretrain') is not None:
-    # SEC-Swin and SEC-DeiT subclass mmpretrain's Swin and ViT.
-    from .backbones import SECSwinTransformer, SECVisionTransformer  # noqa: F401
+    # SEC-Swin and SEC-DeiT subclass mmpretrain's Swin and ViT; SEC-FasterViT uses
+    # SECMultiheadAttention (and the fastervit extra once built).
+    from .backbones import SECFasterViT, SECSwinTransformer, SECVisionTransformer  # noqa: F401
     from .layers import SECMultiheadAttention  # noqa: F401
-    __all__ += ['SECSwinTransformer', 'SECVisionTransformer', 'SECMultiheadAttention']
+    __all__ += ['SECSwinTransformer', 'SECVisionTransformer', 'SECFasterViT',
+                'SECMultiheadAttention']

@@ -8,4 +8,6 @@ if importlib.util.find_spec('mmpretrain') is not None:
     # SEC-Swin and SEC-DeiT subclass mmpretrain's Swin and ViT.
     from .sec_swin import SECSwinTransformer  # noqa: F401
     from .sec_vit import SECVisionTransformer  # noqa: F401
-    __all__ += ['SECSwinTransformer', 'SECVisionTransformer']
+    # Imports the optional fastervit package only when a model is built.
+    from .sec_fastervit import SECFasterViT  # noqa: F401
+    __all__ += ['SECSwinTransformer', 'SECVisionTransformer', 'SECFasterViT']
