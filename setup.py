@@ -1,10 +1,15 @@
 """sec_mm: Semantic Equitable Clustering (SEC) models for mmpretrain, mmdet and mmseg."""
 import re
+import shutil
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).parent
+# What OpenMMLab packages ship under `<package>/.mim`: the model index and the configs it
+# names, read by mmpretrain's ModelHub (sec_mm/utils/model_index.py) and by `mim search`.
+MIM_FILES = ('model-index.yml', 'configs')
 
 
 def read_version():
@@ -16,6 +21,25 @@ def read_requirements(name):
     lines = (HERE / 'requirements' / name).read_text().splitlines()
     return [line.split('#')[0].strip() for line in lines
             if line.split('#')[0].strip()]
+
+
+class BuildPyWithMim(build_py):
+    """``build_py`` that also copies ``MIM_FILES`` into ``sec_mm/.mim`` of the build."""
+
+    def run(self):
+        super().run()
+        if getattr(self, 'editable_mode', False):
+            return  # an editable install reads them from the source tree
+        target = Path(self.build_lib) / 'sec_mm' / '.mim'
+        shutil.rmtree(target, ignore_errors=True)  # no configs left over from older builds
+        target.mkdir(parents=True)
+        for name in MIM_FILES:
+            source = HERE / name
+            if source.is_dir():
+                shutil.copytree(source, target / name,
+                                ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
+            else:
+                shutil.copy2(source, target / name)
 
 
 setup(
@@ -37,5 +61,6 @@ setup(
         'fastervit': read_requirements('fastervit.txt'),
     },
     license='Apache-2.0',
+    cmdclass={'build_py': BuildPyWithMim},
     zip_safe=False,
 )

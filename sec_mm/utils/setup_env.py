@@ -1,13 +1,14 @@
 """Process set-up shared by the train and test tools.
 
 - :func:`register_checkpoint_safe_globals`: since torch 2.6, ``torch.load`` defaults to
-  ``weights_only=True`` and refuses mmengine's own checkpoints, so ``--resume``, ``load_from``
-  and ``tools/test.py`` fail. The message hub in a checkpoint pickles ``HistoryBuffer``
-  objects, numpy arrays, and bound methods through ``builtins.getattr``; allowing ``getattr``
-  would re-open arbitrary code execution, so instead checkpoints written by our processes
-  pickle a ``HistoryBuffer`` by its data only (a ``copyreg`` reducer), and exactly the
-  classes that then remain are registered as safe (narrower than
-  ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``, which turns the protection off).
+  ``weights_only=True`` and refuses mmengine's own checkpoints, so ``--resume``, ``load_from``,
+  ``tools/test.py`` and the inferencers fail. The message hub in a checkpoint pickles
+  ``HistoryBuffer`` objects, numpy arrays, and bound methods through ``builtins.getattr``;
+  allowing ``getattr`` would re-open arbitrary code execution, so instead checkpoints written
+  by processes that imported sec_mm pickle a ``HistoryBuffer`` by its data only (a
+  ``copyreg`` reducer), and exactly the classes that then remain are registered as safe
+  (narrower than ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``, which turns the protection off).
+  ``import sec_mm`` calls it, so a config's ``custom_imports`` is enough for the stock tools.
 - :func:`codebase_of`: which OpenMMLab codebase a config belongs to.
 """
 import copyreg
@@ -54,7 +55,7 @@ def _reduce_history_buffer(buffer):
 
 
 _LOCAL_HINT = ('\nThe checkpoint holds objects torch.load(weights_only=True) does not allow '
-               '(it was probably written by a tool other than sec_mm\'s tools/train.py). If '
+               '(it was probably written by a process that did not import sec_mm). If '
                'you trust the file, set TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 and run again.')
 
 
