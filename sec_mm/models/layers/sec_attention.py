@@ -62,6 +62,9 @@ class SECAttention(nn.Module):
         self.rope = RotaryEmbedding2d(self.head_dims) if use_rope else None
         self.lce = DepthwiseConv2d(embed_dims, lce_kernel_size) if use_lce else None
         self.proj = nn.Conv2d(embed_dims, embed_dims, 1)
+        # Parameter-free hook point: the (B, heads, L) token order passes through it whenever
+        # there is more than one cluster, so forward hooks can read the clusters.
+        self.order_probe = nn.Identity()
 
     def extra_repr(self) -> str:
         mode = (f'num_clusters={self.num_clusters}' if self.cluster_size is None else
@@ -106,6 +109,8 @@ class SECAttention(nn.Module):
         else:
             q, k, v = qkv.unbind(2)
             q, k = q.transpose(1, 2), k.transpose(1, 2)
+        if self._clusters(height * width) > 1:
+            order = self.order_probe(sec_order(k) if order is None else order)
 
         out = sec_attention(q, k, v.transpose(1, 2), self.num_clusters, self.cluster_size,
                             order=order)

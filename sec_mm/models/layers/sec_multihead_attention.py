@@ -2,6 +2,7 @@
 from typing import Optional, Sequence
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from mmpretrain.models.utils import MultiheadAttention
 from torch import Tensor
@@ -99,6 +100,10 @@ class SECMultiheadAttention(MultiheadAttention):
         self.scale = qk_scale or self.head_dims**-0.5
         self.rope = RotaryEmbedding2d(self.head_dims) if use_rope else None
         self.lce = DepthwiseConv2d(embed_dims, lce_kernel_size) if use_lce else None
+        # Parameter-free hook point: the (B, heads, L_image) order of the image tokens passes
+        # through it whenever there is more than one cluster, so forward hooks can read the
+        # clusters.
+        self.order_probe = nn.Identity()
 
     def extra_repr(self) -> str:
         mode = (f'num_clusters={self.num_clusters}' if self.cluster_size is None else
@@ -156,13 +161,13 @@ class SECMultiheadAttention(MultiheadAttention):
         if count == 1:
             # mmpretrain's own op, so that one cluster is bit-for-bit the stock model.
             return F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        order = self.order_probe(sec_order(k[:, :, extra:]))
         if extra == 0:
-            return sec_attention(q, k, v, num_clusters=count, scale=self.scale)
+            return sec_attention(q, k, v, num_clusters=count, scale=self.scale, order=order)
 
         # The extra tokens' queries see everything.
         extra_out = dot_product_attention(q[:, :, :extra], k, v, scale=self.scale)
         image_q, image_k, image_v = q[:, :, extra:], k[:, :, extra:], v[:, :, extra:]
-        order = sec_order(image_k)
         image_out = self._clusters_with_extra_kv(
             gather_tokens(image_q, order), gather_tokens(image_k, order),
             gather_tokens(image_v, order), k[:, :, :extra], v[:, :, :extra], count)
