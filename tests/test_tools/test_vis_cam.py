@@ -16,7 +16,8 @@ TARGET = 'backbone.stages.2.blocks.0'  # the last block of stage 3: a (1, 32, 5,
 
 pytest.importorskip(
     'pytorch_grad_cam',
-    reason='grad-cam is not installed (pip install grad-cam==1.5.7; see the README)')
+    reason='grad-cam is not installed (see docs/visualization.md: grad-cam==1.5.7 with '
+    '--no-deps, then ttach and scikit-learn)')
 
 
 def run_vis_cam(tool, config, checkpoint, image, out):
@@ -77,7 +78,7 @@ def test_vis_cam_draws_the_grad_cam_of_a_secvit_block(tiny_secvit_classifier, sh
     assert drawn.reshape(-1, 3).std(0).min() > 10
 
 
-def test_stock_vis_cam_with_grad_cam_1_5(tiny_secvit_classifier, shapes_image, tmp_path):
+def test_stock_vis_cam_works_only_below_grad_cam_1_5(tiny_secvit_classifier, shapes_image, tmp_path):
     """mmpretrain's own tool: it passes use_cuda, which grad-cam 1.5 removed (hence the
     wrapper); with an older grad-cam it draws the same map."""
     from importlib.metadata import version
