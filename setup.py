@@ -59,6 +59,7 @@ setup(
         'multimodal': read_requirements('multimodal.txt'),
         'tests': read_requirements('tests.txt'),
         'fastervit': read_requirements('fastervit.txt'),
+        'gradcam': read_requirements('gradcam.txt'),
     },
     license='Apache-2.0',
     cmdclass={'build_py': BuildPyWithMim},

@@ -47,8 +47,6 @@ pip_install() { "$VPY" -m pip install --disable-pip-version-check "$@"; }
 
 log "installing requirements/lock.txt (torch, mmengine, mmdet, mmseg, mmpretrain, ...)"
 pip_install -r "$ROOT/requirements/lock.txt"
-# Grad-CAM without its opencv-python-headless requirement (see the file).
-pip_install --no-deps -r "$ROOT/requirements/gradcam.txt"
 
 # mmcv: the package registries only have its source, so it is either a matching prebuilt
 # wheel (CPU ops, this Python and torch) or compiled here; with CUDA (a GPU and nvcc) it is
