@@ -27,7 +27,10 @@ setup(
     packages=find_packages(include=['sec_mm', 'sec_mm.*']),
     python_requires='>=3.9',
     install_requires=read_requirements('runtime.txt') + read_requirements('mmcv.txt'),
-    extras_require={'tests': read_requirements('tests.txt')},
+    extras_require={
+        'tests': read_requirements('tests.txt'),
+        'onnx': read_requirements('onnx.txt'),
+    },
     license='Apache-2.0',
     zip_safe=False,
 )

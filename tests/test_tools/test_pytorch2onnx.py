@@ -26,6 +26,11 @@ DET_CONFIG = REPO_ROOT / 'configs' / 'detection' / 'secvit' / 'mask-rcnn_secvit-
 MISSING = [name for name in ('onnx', 'onnxruntime') if importlib.util.find_spec(name) is None]
 needs_onnx = pytest.mark.skipif(
     bool(MISSING), reason=f'{" and ".join(MISSING)} not installed (pip install -e ".[onnx]")')
+# The dynamo exporter writes its graphs with onnxscript (same extra).
+DYNAMO_MISSING = MISSING + ([] if importlib.util.find_spec('onnxscript') else ['onnxscript'])
+needs_dynamo = pytest.mark.skipif(
+    bool(DYNAMO_MISSING),
+    reason=f'{" and ".join(DYNAMO_MISSING)} not installed (pip install -e ".[onnx]")')
 
 TINY_ARCH = dict(embed_dims=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8])
 SIZES = [(224, 224), (200, 232)]
@@ -247,7 +252,8 @@ class _Order(torch.nn.Module):
 
 
 @needs_onnx
-@pytest.mark.parametrize('exporter', ['torchscript', 'dynamo'])
+@pytest.mark.parametrize(
+    'exporter', ['torchscript', pytest.param('dynamo', marks=needs_dynamo)])
 def test_sort_breaks_ties_like_the_stable_sort(exporter, tmp_path):
     """Exact ties (tokens with equal keys) are ordered by token index in the exported
     graph, as the eager op's stable sort orders them."""
@@ -269,7 +275,7 @@ def test_sort_breaks_ties_like_the_stable_sort(exporter, tmp_path):
     assert (np.diff(expected[0, 0][:500]) > 0).all()
 
 
-@needs_onnx
+@needs_dynamo
 def test_dynamo_exporter_static_backbone_at_a_size_not_divisible_by_32(
         detector, tmp_path, capsys):
     config, checkpoint = detector
@@ -282,6 +288,23 @@ def test_dynamo_exporter_static_backbone_at_a_size_not_divisible_by_32(
     import onnx
     dims = onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_value for d in dims] == [1, 3, 200, 232]
+
+
+@needs_dynamo
+@pytest.mark.e2e
+def test_dynamo_exporter_dynamic_cluster_size_backbone(detector, tmp_path, capsys):
+    """With ``cluster_size`` the cluster count follows the input size (32 clusters in
+    stage 1 at 224x224, 30 at 200x232): only the dynamo exporter keeps that symbolic, in one
+    file for both sizes. Slow: torch.export reasons about every symbolic size (minutes)."""
+    config, checkpoint = detector
+    code = tool.main([
+        str(config), str(checkpoint), '--shape', '224', '224', '--dynamic', '--exporter',
+        'dynamo', '--verify', '--verify-shape', '200', '232', '--out',
+        str(tmp_path / 'backbone_cluster_size.onnx'), '--cfg-options',
+        'model.backbone.num_clusters=None', 'model.backbone.cluster_size=98'])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert printed.count('-> OK') == 2
 
 
 @needs_onnx
