@@ -315,6 +315,7 @@ def sec_attention(q: Tensor,
     elif order.shape != q.shape[:3]:
         raise ValueError(f'`order` must have shape {tuple(q.shape[:3])}, got {tuple(order.shape)}.')
     if is_exporting():
+        # Gathers and one padded cluster layout: ops every exporter translates, any size.
         return sec_attention_exportable(q, k, v, order, count, scale)
     # One order and one inverse serve all gathers and the restore (and their gradients).
     inverse = _inverse_permutation(order)

@@ -2,7 +2,8 @@
 
     python tools/deployment/pytorch2onnx.py CONFIG CHECKPOINT --shape H W [--dynamic]
         [--out FILE] [--opset N] [--exporter {torchscript,dynamo}] [--backbone]
-        [--verify] [--verify-shape H W] [--atol 1e-4] [--cfg-options ...]
+        [--verify] [--verify-shape H W] [--verify-image IMG] [--atol 1e-4]
+        [--cfg-options ...]
 
 What is exported:
 
@@ -29,7 +30,10 @@ check fails, 2 on bad arguments.
 
 Exporters: ``torchscript`` (default; torch.onnx's TorchScript exporter, the one mmdeploy
 uses, exports in seconds) or ``dynamo`` (``torch.export`` based, torch >= 2.5 with
-``onnxscript``; much slower to export, but sound for any dynamic size arithmetic).
+``onnxscript``; much slower to export, but it keeps every size computation symbolic or
+fails, where a TorchScript trace may freeze a Python integer: ``--dynamic`` with the
+TorchScript exporter is refused for ``cluster_size`` attention, whose cluster count follows
+the input size).
 """
 import argparse
 import importlib
