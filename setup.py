@@ -60,6 +60,7 @@ setup(
         'tests': read_requirements('tests.txt'),
         'fastervit': read_requirements('fastervit.txt'),
         'gradcam': read_requirements('gradcam.txt'),
+        'onnx': read_requirements('onnx.txt'),
     },
     license='Apache-2.0',
     cmdclass={'build_py': BuildPyWithMim},

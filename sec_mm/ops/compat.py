@@ -10,7 +10,10 @@ from typing import Iterable
 
 import torch
 
-__all__ = ['is_compiling', 'is_autocast_enabled', 'get_autocast_dtype', 'add_safe_globals']
+__all__ = [
+    'is_compiling', 'is_exporting', 'is_autocast_enabled', 'get_autocast_dtype',
+    'add_safe_globals'
+]
 
 
 def is_compiling() -> bool:
@@ -27,6 +30,20 @@ def is_compiling() -> bool:
     except ImportError:
         return False
     return bool(getattr(dynamo, 'is_compiling', lambda: False)())
+
+
+def is_exporting() -> bool:
+    """Whether the caller is being exported: ``torch.onnx.export`` (either exporter) or
+    ``torch.export``.
+
+    ``torch.onnx.is_in_onnx_export`` covers both ONNX exporters; ``torch.compiler.is_exporting``
+    (absent from older torch) covers ``torch.export`` itself. A plain ``torch.jit.trace``
+    (e.g. FLOP counting) is not an export.
+    """
+    if torch.onnx.is_in_onnx_export():
+        return True
+    compiler = getattr(torch, 'compiler', None)
+    return bool(getattr(compiler, 'is_exporting', lambda: False)())
 
 
 def is_autocast_enabled(device_type: str) -> bool:

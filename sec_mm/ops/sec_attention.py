@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .attention import dot_product_attention
-from .compat import is_compiling
+from .compat import is_compiling, is_exporting
+from .sec_attention_export import gather_rows, sec_attention_exportable
 
 __all__ = [
     'sec_attention', 'sec_order', 'sec_cluster_sizes', 'resolve_num_clusters',
@@ -105,6 +106,10 @@ def _stable_argsort_rows(values: Tensor) -> Tensor:
     few radix passes. Other devices (where this trick has not been measured to pay), other
     dtypes and keys that would not fit in 63 bits use ``torch.sort``.
     """
+    if is_exporting():
+        # ONNX has no stable sort. A plain sort exports to TopK, which breaks ties by the
+        # lower index (ONNX operator spec), as this stable sort does.
+        return torch.sort(values, dim=-1).indices
     if torch.jit.is_tracing():
         # Sizes are traced tensors here (e.g. FLOP counting); the plain sort traces.
         return torch.sort(values, dim=-1, stable=True).indices
@@ -214,6 +219,8 @@ class _GatherTokens(torch.autograd.Function):
 def gather_tokens(x: Tensor, order: Tensor) -> Tensor:
     """``x[b, h, order[b, h, i]]`` for ``x`` of shape ``(B, heads, L, d)`` and an index
     ``order`` of shape ``(B, heads, M)`` (any ``M``; entries may repeat); contiguous result."""
+    if is_exporting():
+        return gather_rows(x, order)
     return _GatherTokens.apply(x, order)
 
 
@@ -240,6 +247,8 @@ def restore_tokens(x_sorted: Tensor, order: Tensor) -> Tensor:
     The result is ``(B, heads, L, d)`` laid out token-major in memory (``(B, L, heads, d)``
     contiguous), so that ``out.transpose(1, 2).reshape(B, L, heads * d)`` is free.
     """
+    if is_exporting():
+        return gather_rows(x_sorted, inverse_permutation(order))
     return _PermuteTokens.apply(x_sorted, inverse_permutation(order), order, True)
 
 
@@ -325,6 +334,9 @@ def sec_attention(q: Tensor,
         order = sec_order(k)
     elif order.shape != q.shape[:3]:
         raise ValueError(f'`order` must have shape {tuple(q.shape[:3])}, got {tuple(order.shape)}.')
+    if is_exporting():
+        # Gathers and one padded cluster layout: ops every exporter translates, any size.
+        return sec_attention_exportable(q, k, v, order, count, scale)
     # One order and one inverse serve all gathers and the restore (and their gradients).
     inverse = inverse_permutation(order)
     q, k, v = (_PermuteTokens.apply(t, order, inverse, False) for t in (q, k, v))

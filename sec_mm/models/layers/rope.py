@@ -6,7 +6,7 @@ import torch.nn as nn
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from sec_mm.ops.compat import is_compiling
+from sec_mm.ops.compat import is_compiling, is_exporting
 
 __all__ = ['rotate_pairs', 'apply_rope', 'split_qkv_with_rope', 'RotaryEmbedding2d']
 
@@ -98,10 +98,10 @@ def split_qkv_with_rope(qkv: Tensor, sin: Tensor,
         fast path, a view otherwise).
     """
     dtype = torch.promote_types(qkv.dtype, cos.dtype)
-    if is_compiling() or qkv.dtype != dtype or \
+    if is_compiling() or is_exporting() or qkv.dtype != dtype or \
             dtype not in (torch.float32, torch.float64):
-        # Compilers fuse the real-valued formula well; complex views need float32/64; the
-        # gradient buffer needs one dtype for q, k and v.
+        # Compilers fuse the real-valued formula well; exporters have no complex numbers;
+        # complex views need float32/64; the gradient buffer needs one dtype for q, k and v.
         q, k, v = qkv.unbind(2)
         return (*(apply_rope(t.transpose(1, 2).to(dtype), sin, cos) for t in (q, k)), v)
     rotation = torch.complex(cos[:, 0::2].to(dtype), sin[:, 0::2].to(dtype))
