@@ -16,8 +16,7 @@ TARGET = 'backbone.stages.2.blocks.0'  # the last block of stage 3: a (1, 32, 5,
 
 pytest.importorskip(
     'pytorch_grad_cam',
-    reason='grad-cam is not installed (see docs/visualization.md: grad-cam==1.5.7 with '
-    '--no-deps, then ttach and scikit-learn)')
+    reason='grad-cam is not installed (the `gradcam` extra: pip install -e ".[gradcam]")')
 
 
 def run_vis_cam(tool, config, checkpoint, image, out):

@@ -21,8 +21,9 @@ from sec_mm.utils.model_index import (MODEL_INDEX, classification_metafiles, mim
 REPO = Path(__file__).resolve().parents[2]
 SECVIT = ['secvit-b_8xb128_in1k', 'secvit-l_8xb128_in1k', 'secvit-s_8xb128_in1k',
           'secvit-t_8xb128_in1k']
-SEC_SWIN_DEIT = ['sec-deit-b_4xb256_in1k', 'sec-deit-s_4xb256_in1k', 'sec-swin-b_16xb64_in1k',
-                 'sec-swin-s_16xb64_in1k', 'sec-swin-t_16xb64_in1k']
+SEC_OTHERS = ['sec-deit-b_4xb256_in1k', 'sec-deit-s_4xb256_in1k', 'sec-fastervit-0_8xb128_in1k',
+              'sec-fastervit-1_8xb128_in1k', 'sec-swin-b_16xb64_in1k', 'sec-swin-s_16xb64_in1k',
+              'sec-swin-t_16xb64_in1k']
 
 
 def load_index():
@@ -81,7 +82,7 @@ def test_entries_have_results_and_the_release_they_come_from():
 def test_list_models_finds_the_classifiers_only():
     from mmpretrain import list_models
     assert list_models('*secvit*') == SECVIT
-    assert list_models('sec-*') == SEC_SWIN_DEIT
+    assert list_models('sec-*') == SEC_OTHERS
     # mmpretrain's get_model cannot build mmdet/mmseg models: they stay out of its hub.
     assert list_models('mask-rcnn_sec*') == [] and list_models('upernet_sec*') == []
     assert register_model_index() is True  # idempotent: no "name conflict" error
@@ -90,7 +91,7 @@ def test_list_models_finds_the_classifiers_only():
 def test_source_tree_is_the_index_root():
     assert mim_root() == REPO
     assert [p.parent.name for p in classification_metafiles(REPO)] == [
-        'sec_deit', 'sec_swin', 'secvit']
+        'sec_deit', 'sec_fastervit', 'sec_swin', 'secvit']
 
 
 def test_get_model_and_inference_model_by_name(tmp_path):
