@@ -15,6 +15,7 @@ from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 from .dist import adapt_cfg_to_device, init_distributed
+from .lifetime import bind_to_launcher
 from .setup_env import codebase_of, register_checkpoint_safe_globals
 
 __all__ = ['load_config', 'apply_train_options', 'apply_test_options', 'build_runner',
@@ -165,8 +166,10 @@ def apply_test_options(cfg: Config, config_path: str, checkpoint: str, launcher:
 
 def build_runner(cfg: Config) -> Runner:
     """Start distributed (if launched so), then build the Runner the config asks for."""
+    launcher = cfg.get('launcher', 'none')
+    bind_to_launcher(launcher)  # no process of the run outlives the launcher
     register_checkpoint_safe_globals()
-    init_distributed(cfg.get('launcher', 'none'))
+    init_distributed(launcher)
     if 'runner_type' not in cfg:
         return Runner.from_cfg(cfg)
     registry = importlib.import_module(f'{codebase_of(cfg)}.registry')

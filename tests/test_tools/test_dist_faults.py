@@ -1,0 +1,123 @@
+"""Faults of multi-process runs, end to end: real torchrun processes, the real Runner, the
+tiny SECViT classifier on the toy ImageNet set (tests/fixtures/configs)."""
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TOOLS = REPO / 'tools'
+TINY = REPO / 'tests/fixtures/configs/tiny-secvit_toy-imagenet.py'
+MARK = 'SEC_MM_FAULT_TEST_RUN'
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope='module')
+def workspace(tmp_path_factory, toy_data_root) -> Path:
+    """A folder where the config's relative ``data/toy_imagenet`` finds the toy set."""
+    root = tmp_path_factory.mktemp('faults')
+    (root / 'data').symlink_to(toy_data_root, target_is_directory=True)
+    return root
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (an unreaped zombie has ended)."""
+    try:
+        stat = Path(f'/proc/{pid}/stat').read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
+
+
+def processes_of(run_id: str) -> list:
+    """The live processes whose environment carries ``MARK=run_id``: the whole run, whatever
+    session or parent they have."""
+    found = []
+    for entry in Path('/proc').iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / 'environ').read_bytes().split(b'\0')
+        except OSError:
+            continue
+        if f'{MARK}={run_id}'.encode() in environ and alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+class Run:
+    """A tool started in the background, its output in a file."""
+
+    def __init__(self, command, cwd, log: Path, **env):
+        self.run_id = uuid.uuid4().hex
+        self.log = log
+        full_env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1',
+                        **{MARK: self.run_id}, **{k: str(v) for k, v in env.items()})
+        with open(log, 'w') as out:
+            self.proc = subprocess.Popen([str(c) for c in command], cwd=cwd, env=full_env,
+                                         stdout=out, stderr=subprocess.STDOUT)
+
+    def output(self) -> str:
+        return self.log.read_text(errors='replace')
+
+    def wait_for_output(self, pattern: str, timeout: float = 400) -> None:
+        found = wait_for(lambda: re.search(pattern, self.output()) or self.proc.poll() is not None,
+                         timeout, interval=0.5)
+        assert found and re.search(pattern, self.output()), (
+            f'no {pattern!r} in the output:\n{self.output()[-6000:]}')
+
+    def cleanup(self) -> None:
+        for pid in processes_of(self.run_id):
+            os.kill(pid, signal.SIGKILL)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def dist_train(workspace, work_dir, *options, gpus=2, log_name='train.log', **env) -> Run:
+    return Run(['bash', TOOLS / 'dist_train.sh', TINY, gpus, '--work-dir', work_dir,
+                *options], workspace, workspace / log_name, PORT=free_port(), **env)
+
+
+@pytest.mark.e2e
+def test_sigkill_of_the_launcher_ends_every_process_of_the_run(workspace):
+    work_dir = workspace / 'killed_launcher'
+    run = dist_train(workspace, work_dir, '--cfg-options', 'train_cfg.max_iters=1000',
+                     log_name='killed_launcher.log')
+    try:
+        run.wait_for_output(r'Iter\(train\) \[\s*1/')
+        members = processes_of(run.run_id)
+        # torchrun, 2 training processes, their 2 dataloader workers
+        assert len(members) == 5, members
+        run.proc.send_signal(signal.SIGKILL)  # dist_train.sh execs torchrun: this is its pid
+        run.proc.wait()
+        assert wait_for(lambda: not processes_of(run.run_id), timeout=10), (
+            processes_of(run.run_id))
+        # Nothing writes into the work dir any more.
+        logs = list(work_dir.glob('*/*.log'))
+        sizes = [p.stat().st_size for p in logs]
+        time.sleep(2)
+        assert [p.stat().st_size for p in logs] == sizes
+    finally:
+        run.cleanup()
