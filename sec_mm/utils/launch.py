@@ -11,11 +11,13 @@ import os.path as osp
 from typing import Optional
 
 from mmengine.config import Config, ConfigDict
+from mmengine.hooks import CheckpointHook
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 from .dist import adapt_cfg_to_device, init_distributed
 from .lifetime import bind_to_launcher
+from .resume import DEFAULT_FILENAME_TMPLS, checkpoint_problem, find_resumable_checkpoint
 from .setup_env import codebase_of, register_checkpoint_safe_globals
 
 __all__ = ['load_config', 'apply_train_options', 'apply_test_options', 'build_runner',
@@ -59,8 +61,12 @@ def apply_train_options(cfg: Config, config_path: str, launcher: str = 'none',
         work_dir: ``--work-dir``.
         amp: ``--amp``: mixed precision through ``AmpOptimWrapper`` (float16 with dynamic
             loss scaling) on accelerators, ``CPUAmpOptimWrapper`` (bfloat16) on CPU.
-        resume: ``--resume``: ``'auto'`` resumes from the work dir's latest checkpoint, a
-            path resumes from that checkpoint, None starts fresh.
+        resume: ``--resume``: ``'auto'`` resumes from the work dir's newest complete
+            checkpoint (naming the newer ones that are not; none: a fresh start), a path
+            resumes from that checkpoint, None starts fresh.
+
+    Checkpoints are written atomically (:class:`~sec_mm.utils.atomic_checkpoint.
+    AtomicCheckpointHook` in place of mmengine's ``CheckpointHook``).
     """
     cfg.launcher = launcher
     _set_work_dir(cfg, config_path, work_dir)
@@ -79,16 +85,55 @@ def apply_train_options(cfg: Config, config_path: str, launcher: str = 'none',
             # mmengine's AmpOptimWrapper needs an accelerator; on CPU train in bfloat16.
             cfg.optim_wrapper.type = 'CPUAmpOptimWrapper'
             cfg.optim_wrapper.setdefault('dtype', 'bfloat16')
+    _use_atomic_checkpoints(cfg)
     if resume == 'auto':
-        cfg.resume = True
-        cfg.load_from = None
+        _resume_newest_complete(cfg)
     elif resume is not None:
-        if not osp.isfile(resume):
-            raise FileNotFoundError(f'--resume {resume}: no such checkpoint file (use '
-                                    '--resume without a path to resume from the work dir).')
+        _check_checkpoint_file(resume, '--resume', 'use --resume without a path to resume '
+                               'from the newest complete checkpoint of the work dir')
         cfg.resume = True
         cfg.load_from = resume
     return adapt_cfg_to_device(cfg, launcher)
+
+
+def _use_atomic_checkpoints(cfg: Config) -> None:
+    # mmengine's CheckpointHook writes in place; ours (same arguments) writes atomically and
+    # removes old checkpoints only after the new one is complete.
+    hooks = cfg.setdefault('default_hooks', ConfigDict())
+    if 'checkpoint' not in hooks:
+        hooks['checkpoint'] = dict(type='CheckpointHook', interval=1)  # mmengine's default
+    hook = hooks['checkpoint']
+    if hook is not None and hook.get('type') in ('CheckpointHook', CheckpointHook):
+        hook['type'] = 'AtomicCheckpointHook'
+
+
+def _resume_newest_complete(cfg: Config) -> None:
+    hook = cfg.default_hooks.get('checkpoint') or {}
+    tmpls = [hook['filename_tmpl']] if hook.get('filename_tmpl') else DEFAULT_FILENAME_TMPLS
+    found, skipped = find_resumable_checkpoint(cfg.work_dir, tmpls)
+    for path, problem in skipped:
+        print_log(f'--resume: checkpoint {path} is {problem}; passing over it.',
+                  logger='current', level=logging.WARNING)
+    if found is not None:
+        if skipped:
+            print_log(f'--resume: resuming from {found}, the newest complete checkpoint.',
+                      logger='current', level=logging.WARNING)
+        cfg.resume = True
+        cfg.load_from = found
+    else:
+        # Nothing to resume from: a fresh start (with the config's own load_from, if any).
+        if skipped:
+            print_log(f'--resume: no complete checkpoint in {cfg.work_dir}; starting from '
+                      'scratch.', logger='current', level=logging.WARNING)
+        cfg.resume = False
+
+
+def _check_checkpoint_file(path: str, option: str, hint: str) -> None:
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{option} {path}: no such checkpoint file ({hint}).')
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise ValueError(f'{option} {path}: the checkpoint is {problem} ({hint}).')
 
 
 def _enable_visualization(cfg: Config, codebase: str, show: bool, show_dir: Optional[str],
@@ -145,8 +190,7 @@ def apply_test_options(cfg: Config, config_path: str, checkpoint: str, launcher:
     ``out`` is mmseg's output folder for predicted label maps; for mmdet and mmpretrain it is
     the pickle file predictions are dumped to (see :func:`add_dump_metric`).
     """
-    if not osp.isfile(checkpoint):
-        raise FileNotFoundError(f'Checkpoint {checkpoint!r} does not exist.')
+    _check_checkpoint_file(checkpoint, 'CHECKPOINT', 'give a complete checkpoint file')
     codebase = codebase_of(cfg)
     cfg.launcher = launcher
     _set_work_dir(cfg, config_path, work_dir)

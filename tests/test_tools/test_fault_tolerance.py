@@ -1,5 +1,6 @@
-"""Faults of multi-process runs, end to end: real torchrun processes, the real Runner, the
-tiny SECViT classifier on the toy ImageNet set (tests/fixtures/configs)."""
+"""Faults of training and test runs, end to end: the real tools (torchrun where the fault is
+about processes), the real Runner, the tiny SECViT classifier on the toy ImageNet set
+(tests/fixtures/configs)."""
 import os
 import re
 import signal
@@ -121,3 +122,55 @@ def test_sigkill_of_the_launcher_ends_every_process_of_the_run(workspace):
         assert [p.stat().st_size for p in logs] == sizes
     finally:
         run.cleanup()
+
+
+# tools/train.py, killed by SIGKILL in the middle of saving iteration 3's checkpoint: after
+# the data is written, before the file gets its name.
+KILLED_DURING_SAVE = """
+import os, runpy, signal, sys
+real_replace = os.replace
+def replace(src, dst, *args, **kwargs):
+    if str(dst).endswith('iter_3.pth'):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_replace(src, dst, *args, **kwargs)
+os.replace = replace
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+"""
+
+
+def train(workspace, work_dir, *options, log_name, wrapper=None) -> subprocess.CompletedProcess:
+    command = [sys.executable, *(['-c', wrapper] if wrapper else []), TOOLS / 'train.py', TINY,
+               '--work-dir', work_dir, *options]
+    with open(workspace / log_name, 'w') as out:
+        return subprocess.run([str(c) for c in command], cwd=workspace, stdout=out,
+                              stderr=subprocess.STDOUT, timeout=600,
+                              env=dict(os.environ, OMP_NUM_THREADS='1'))
+
+
+@pytest.mark.e2e
+def test_kill_during_a_save_then_resume_past_a_truncated_checkpoint(workspace):
+    work_dir = workspace / 'killed_save'
+    done = train(workspace, work_dir, '--cfg-options', 'train_cfg.max_iters=4',
+                 log_name='killed_save.log', wrapper=KILLED_DURING_SAVE)
+    log = (workspace / 'killed_save.log').read_text()
+    assert done.returncode == -signal.SIGKILL, log[-5000:]
+    assert 'Saving checkpoint at 3 iterations' in log
+    # Nothing partial under a checkpoint name; last_checkpoint names a complete file.
+    assert sorted(p.name for p in work_dir.glob('*.pth')) == ['iter_1.pth', 'iter_2.pth']
+    assert (work_dir / 'last_checkpoint').read_text() == str(work_dir / 'iter_2.pth')
+    assert len(list(work_dir.glob('.iter_3.pth.*.part'))) == 1  # hidden, never named
+
+    # The newest checkpoint gets cut short (as an in-place writer would have left it).
+    newest = work_dir / 'iter_2.pth'
+    data = newest.read_bytes()
+    newest.write_bytes(data[:len(data) // 2])
+    done = train(workspace, work_dir, '--resume', '--cfg-options', 'train_cfg.max_iters=3',
+                 log_name='resumed.log')
+    log = (workspace / 'resumed.log').read_text()
+    assert done.returncode == 0, log[-5000:]
+    assert f'checkpoint {newest} is incomplete' in log
+    assert f'resuming from {work_dir / "iter_1.pth"}' in log
+    assert 'resumed epoch: 0, iter: 1' in log
+    assert [int(i) for i in re.findall(r'Iter\(train\) \[\s*(\d+)/', log)] == [2, 3]
+    assert (work_dir / 'last_checkpoint').read_text() == str(work_dir / 'iter_3.pth')
