@@ -11,6 +11,7 @@ import os
 
 from mmengine.config import DictAction
 
+from sec_mm.utils.checkpoint import require_fitting_checkpoints
 from sec_mm.utils.dist import LAUNCHERS
 from sec_mm.utils.launch import apply_train_options, build_runner, load_config
 
@@ -42,7 +43,12 @@ def main():
     cfg = load_config(args.config, args.cfg_options)
     apply_train_options(cfg, args.config, launcher=args.launcher, work_dir=args.work_dir,
                         amp=args.amp, resume=args.resume)
-    build_runner(cfg).train()
+    runner = build_runner(cfg)
+    if cfg.get('resume'):
+        # Resuming continues this very model. (load_from may fine-tune another head; the SEC
+        # backbones check their own keys on every load.)
+        require_fitting_checkpoints(runner.model)
+    runner.train()
 
 
 if __name__ == '__main__':

@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = REPO / 'tools'
@@ -174,3 +175,48 @@ def test_kill_during_a_save_then_resume_past_a_truncated_checkpoint(workspace):
     assert 'resumed epoch: 0, iter: 1' in log
     assert [int(i) for i in re.findall(r'Iter\(train\) \[\s*(\d+)/', log)] == [2, 3]
     assert (work_dir / 'last_checkpoint').read_text() == str(work_dir / 'iter_3.pth')
+
+
+DET = REPO / 'configs/detection/secvit/toy/mask-rcnn_secvit-t_fpn_toy-coco.py'
+
+
+@pytest.fixture(scope='module')
+def det_t_checkpoint(tmp_path_factory) -> Path:
+    """A checkpoint of the toy SECViT-T Mask R-CNN (fresh weights: only the keys matter)."""
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+
+    from mmdet.registry import MODELS
+    from sec_mm.utils.dist import adapt_cfg_to_device
+    cfg = adapt_cfg_to_device(Config.fromfile(str(DET)), 'none')
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        model = MODELS.build(cfg.model)
+    path = tmp_path_factory.mktemp('det_t') / 'mask-rcnn_secvit-t.pth'
+    torch.save(dict(state_dict=model.state_dict(), meta=dict()), path)
+    return path
+
+
+@pytest.mark.e2e
+def test_test_py_stops_on_a_checkpoint_of_another_arch(workspace, det_t_checkpoint):
+    done = subprocess.run(
+        [sys.executable, str(TOOLS / 'test.py'), str(DET), str(det_t_checkpoint), '--work-dir',
+         str(workspace / 'wrong_arch'), '--cfg-options', 'model.backbone.arch=s'],
+        cwd=workspace, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        timeout=600, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert done.returncode != 0
+    assert 'CheckpointMismatchError: The checkpoint does not fit the MaskRCNN model' in done.stdout
+    assert re.search(r'Missing keys \(\d+\): backbone\.stages\.0\.blocks\.2\.', done.stdout)
+    assert 'coco/bbox_mAP' not in done.stdout
+
+
+@pytest.mark.e2e
+def test_inferencer_stops_on_a_checkpoint_of_another_arch(det_t_checkpoint):
+    from mmdet.apis import DetInferencer
+    from mmengine.config import Config
+
+    from sec_mm.utils import CheckpointMismatchError
+    cfg = Config.fromfile(str(DET))
+    cfg.model.backbone.arch = 's'
+    with pytest.raises(CheckpointMismatchError,
+                       match=r"SECViT \(keys under 'backbone\.'\)(.|\n)*stages\.0\.blocks\.2\."):
+        DetInferencer(model=cfg, weights=str(det_t_checkpoint), device='cpu')

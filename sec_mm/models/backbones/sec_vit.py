@@ -5,7 +5,7 @@ from mmpretrain.models.backbones import VisionTransformer
 from torch import Tensor
 
 from sec_mm.models.layers import SECMultiheadAttention
-from sec_mm.utils.checkpoint import pop_pretrained_cfg
+from sec_mm.utils.checkpoint import pop_pretrained_cfg, require_fitting_state_dict
 from .cluster_setting import expand_cluster_setting
 from .stock_checkpoint import load_stock_checkpoint
 
@@ -35,7 +35,8 @@ class SECVisionTransformer(VisionTransformer):
 
     Pretrained mmpretrain ViT/DeiT checkpoints load with every key
     (``init_cfg=dict(type='Pretrained', checkpoint=..., prefix='backbone.')``); keys that do
-    not fit raise. The position embedding is resized to ``img_size`` as in mmpretrain.
+    not fit raise, whoever loads the weights (``load_from``, ``--resume``, the test tool, the
+    inferencers). The position embedding is resized to ``img_size`` as in mmpretrain.
 
     Args:
         arch (str | dict): An mmpretrain ViT arch. Defaults to ``'deit-small'``.
@@ -65,6 +66,8 @@ class SECVisionTransformer(VisionTransformer):
         (1, 384, 14, 14)
     """
     default_num_clusters = 4
+    # The average-pooling norm exists only for out_type='avg_featmap'.
+    NEW_PARTS = ('ln2.', )
 
     def __init__(self,
                  arch: Union[str, dict] = 'deit-small',
@@ -89,6 +92,8 @@ class SECVisionTransformer(VisionTransformer):
         if self.frozen_stages > 0:
             # The parent froze its layers before their attention was replaced.
             self._freeze_stages()
+        # After the parent's position-embedding resize: whoever loads, the weights must fit.
+        require_fitting_state_dict(self, self.NEW_PARTS)
 
     def _per_layer(self, num_clusters, cluster_size) -> List[Dict[str, int]]:
         return expand_cluster_setting('SECVisionTransformer', num_clusters, cluster_size,
@@ -110,5 +115,4 @@ class SECVisionTransformer(VisionTransformer):
         super().init_weights()
         self.init_cfg = init_cfg
         if pretrained is not None:
-            # The average-pooling norm exists only for out_type='avg_featmap'.
-            load_stock_checkpoint(self, pretrained, self._adapt_checkpoint, ['ln2.'])
+            load_stock_checkpoint(self, pretrained, self._adapt_checkpoint, self.NEW_PARTS)

@@ -12,7 +12,8 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from sec_mm.models.layers import SECViTBlock
-from sec_mm.utils.checkpoint import load_pretrained_into, pop_pretrained_cfg
+from sec_mm.utils.checkpoint import (load_pretrained_into, pop_pretrained_cfg,
+                                     require_fitting_state_dict)
 from .cluster_setting import expand_cluster_setting
 
 
@@ -108,7 +109,9 @@ class SECViT(BaseModule):
             classification setting) adds none. Defaults to None.
         init_cfg (dict | list[dict], optional): Initialisation. ``dict(type='Pretrained',
             checkpoint=..., prefix='backbone.')`` loads a converted checkpoint and raises on
-            keys that do not fit.
+            keys that do not fit. So does every other load of weights into the backbone
+            (``load_from``, ``--resume``, the test tool, the inferencers); only the output
+            norms may be missing.
 
     Shape:
         - input: ``(B, in_channels, H, W)``, any ``H, W``.
@@ -220,6 +223,8 @@ class SECViT(BaseModule):
             for i in self.out_indices:
                 self.add_module(f'norm{i}', build_norm_layer(out_norm_cfg, embed_dims[i])[1])
         self._freeze_stages()
+        # Every load of weights (load_from, --resume, tools/test.py, inferencers) must fit.
+        require_fitting_state_dict(self, self._new_part_prefixes())
 
     def _parse_arch(self, arch: Union[str, dict]) -> dict:
         if isinstance(arch, str):
@@ -269,7 +274,11 @@ class SECViT(BaseModule):
             # do not fit; a mismatch must not leave a silently random backbone.
             load_pretrained_into(
                 self, pretrained['checkpoint'], prefix=pretrained.get('prefix'),
-                optional_prefixes=[f'norm{i}.' for i in self.out_indices])
+                optional_prefixes=self._new_part_prefixes())
+
+    def _new_part_prefixes(self) -> List[str]:
+        # The output norms of dense prediction: a classification checkpoint lacks them.
+        return [f'norm{i}.' for i in self.out_indices]
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
