@@ -8,6 +8,7 @@ from torch import Tensor
 from sec_mm.models.layers import SECMultiheadAttention
 from sec_mm.utils.checkpoint import (CheckpointMismatchError, pop_pretrained_cfg,
                                      require_fitting_state_dict)
+from .argument_checks import check_out_indices
 from .cluster_setting import expand_cluster_setting
 from .stock_checkpoint import load_stock_checkpoint
 
@@ -81,6 +82,8 @@ class SECSwinTransformer(SwinTransformer):
         if windowed:
             raise ValueError(f'SECSwinTransformer has no attention windows; remove {windowed} '
                              'from its config.')
+        if 'out_indices' in kwargs:  # the range is mmpretrain's to check
+            check_out_indices('SECSwinTransformer', kwargs['out_indices'])
         super().__init__(arch=arch, **kwargs)
         clusters = self._per_stage(num_clusters, cluster_size)
         for stage, cluster_cfg in zip(self.stages, clusters):

@@ -1,11 +1,12 @@
 """SEC-DeiT: mmpretrain's Vision Transformer (DeiT archs) with SEC attention."""
-from typing import Dict, List, Sequence, Union
+from typing import Dict, List, Sequence, Tuple, Union
 
 from mmpretrain.models.backbones import VisionTransformer
 from torch import Tensor
 
 from sec_mm.models.layers import SECMultiheadAttention
 from sec_mm.utils.checkpoint import pop_pretrained_cfg, require_fitting_state_dict
+from .argument_checks import check_out_indices
 from .cluster_setting import expand_cluster_setting
 from .stock_checkpoint import load_stock_checkpoint
 
@@ -74,6 +75,8 @@ class SECVisionTransformer(VisionTransformer):
                  num_clusters: Union[int, Sequence[int], None] = None,
                  cluster_size: Union[int, Sequence[int], None] = None,
                  **kwargs) -> None:
+        if 'out_indices' in kwargs:  # the range is mmpretrain's to check
+            check_out_indices('SECVisionTransformer', kwargs['out_indices'])
         super().__init__(arch=arch, **kwargs)
         for layer, cluster_cfg in zip(self.layers, self._per_layer(num_clusters, cluster_size)):
             global_attn = layer.attn
@@ -103,6 +106,12 @@ class SECVisionTransformer(VisionTransformer):
         state = dict(state)
         self._prepare_pos_embed(state, '')  # resize to this img_size, as mmpretrain does
         return state
+
+    def _format_output(self, x: Tensor, hw: Tuple[int, int]) -> Tensor:
+        if self.out_type == 'featmap' and x.shape[0] == 0:
+            # mmpretrain reshapes to (B, H, W, -1), which is ambiguous for B = 0.
+            return x[:, self.num_extra_tokens:].reshape(0, *hw, x.shape[-1]).permute(0, 3, 1, 2)
+        return super()._format_output(x, hw)
 
     def train(self, mode: bool = True) -> 'SECVisionTransformer':
         # mmpretrain's backbones return None here; torch's convention (`model.eval()`) is self.
