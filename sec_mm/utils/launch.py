@@ -17,6 +17,7 @@ from mmengine.runner import Runner
 
 from .dist import adapt_cfg_to_device, init_distributed
 from .lifetime import bind_to_launcher
+from .peer_watchdog import DEFAULT_PEER_TIMEOUT, start_peer_watchdog
 from .resume import DEFAULT_FILENAME_TMPLS, checkpoint_problem, find_resumable_checkpoint
 from .setup_env import codebase_of, register_checkpoint_safe_globals
 
@@ -214,10 +215,18 @@ def build_runner(cfg: Config) -> Runner:
     bind_to_launcher(launcher)  # no process of the run outlives the launcher
     register_checkpoint_safe_globals()
     init_distributed(launcher)
+    # A lost peer (on any node) ends the run within env_cfg.peer_timeout seconds. Started
+    # before the Runner where the launcher's environment is complete, so that it also covers
+    # the model's distributed set-up; otherwise once mmengine's init_dist has completed it.
+    peer_timeout = cfg.get('env_cfg', {}).get('peer_timeout', DEFAULT_PEER_TIMEOUT)
+    start_peer_watchdog(launcher, peer_timeout)
     if 'runner_type' not in cfg:
-        return Runner.from_cfg(cfg)
-    registry = importlib.import_module(f'{codebase_of(cfg)}.registry')
-    return registry.RUNNERS.build(cfg)
+        runner = Runner.from_cfg(cfg)
+    else:
+        registry = importlib.import_module(f'{codebase_of(cfg)}.registry')
+        runner = registry.RUNNERS.build(cfg)
+    start_peer_watchdog(launcher, peer_timeout)
+    return runner
 
 
 def add_dump_metric(runner: Runner, cfg: Config, out: Optional[str]) -> None:

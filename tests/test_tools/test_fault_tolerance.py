@@ -220,3 +220,60 @@ def test_inferencer_stops_on_a_checkpoint_of_another_arch(det_t_checkpoint):
     with pytest.raises(CheckpointMismatchError,
                        match=r"SECViT \(keys under 'backbone\.'\)(.|\n)*stages\.0\.blocks\.2\."):
         DetInferencer(model=cfg, weights=str(det_t_checkpoint), device='cpu')
+
+
+def worker_pids(run: Run) -> list:
+    """The training processes of a run: torchrun's children (not its dataloader workers)."""
+    def cmdline(pid):
+        try:
+            return Path(f'/proc/{pid}/cmdline').read_bytes().split(b'\0')
+        except OSError:
+            return []
+
+    pids = []
+    for pid in processes_of(run.run_id):
+        try:
+            parent = int(Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue
+        if b'torch.distributed.run' in cmdline(parent):
+            pids.append(pid)
+    return pids
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize('fault', ['killed', 'frozen'])
+def test_a_lost_peer_on_another_node_ends_the_run_in_bounded_time(workspace, fault):
+    """Two torchrun "nodes" on this machine, one training process each. Node 1's process is
+    killed (its sockets close) or frozen (nothing more comes from it, as from a crashed or
+    unreachable machine); node 0 must end non-zero within the limit, naming rank 1."""
+    limit = 10
+    port, runs = free_port(), []
+    try:
+        for node in (0, 1):
+            runs.append(Run(['bash', TOOLS / 'dist_train.sh', TINY, 1, '--work-dir',
+                             workspace / f'peers_{fault}', '--cfg-options',
+                             'train_cfg.max_iters=1000', f'env_cfg.peer_timeout={limit}'],
+                            workspace, workspace / f'peers_{fault}_{node}.log', NNODES=2,
+                            NODE_RANK=node, MASTER_ADDR='127.0.0.1', PORT=port))
+        runs[0].wait_for_output(r'Iter\(train\) \[\s*2/')
+        victims = worker_pids(runs[1])
+        assert len(victims) == 1, victims
+        os.kill(victims[0], signal.SIGKILL if fault == 'killed' else signal.SIGSTOP)
+        start = time.monotonic()
+        assert wait_for(lambda: runs[0].proc.poll() is not None, timeout=limit + 30), (
+            f'node 0 still runs {limit + 30} s after losing rank 1')
+        elapsed = time.monotonic() - start
+        log = runs[0].output()
+        assert runs[0].proc.returncode != 0
+        assert elapsed < limit + 30
+        if fault == 'frozen':
+            assert re.search(r'rank 1 \(node 1, host \S+, pid \d+\) has not been heard from '
+                             rf'for \d+ s \(limit env_cfg\.peer_timeout={limit} s\)', log), log
+        else:
+            assert re.search(r'Peers that stopped: rank 1 \(node 1, ', log), log[-5000:]
+    finally:
+        for run in runs:
+            for pid in processes_of(run.run_id):
+                os.kill(pid, signal.SIGCONT)
+            run.cleanup()
