@@ -3,6 +3,7 @@ about processes), the real Runner, the tiny SECViT classifier on the toy ImageNe
 (tests/fixtures/configs)."""
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -277,3 +278,20 @@ def test_a_lost_peer_on_another_node_ends_the_run_in_bounded_time(workspace, fau
             for pid in processes_of(run.run_id):
                 os.kill(pid, signal.SIGCONT)
             run.cleanup()
+
+
+@pytest.mark.e2e
+def test_test_py_names_an_empty_image_file(workspace, det_t_checkpoint, toy_data_root, tmp_path):
+    root = tmp_path / 'run'
+    shutil.copytree(toy_data_root / 'toy_coco', root / 'data' / 'toy_coco')
+    victim = sorted((root / 'data/toy_coco/val2017').iterdir())[1]
+    victim.write_bytes(b'')
+    done = subprocess.run(
+        [sys.executable, str(TOOLS / 'test.py'), str(DET), str(det_t_checkpoint), '--work-dir',
+         str(root / 'wd')], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert done.returncode != 0
+    assert re.search(r'DataFaultError: The test dataset \(CocoDataset, .*instances_val2017\.json'
+                     rf'\), images under \S+: 1 empty \(0-byte\) file\(s\): \S+{victim.name}',
+                     done.stdout), done.stdout[-3000:]
+    assert '!buf.empty()' not in done.stdout
