@@ -2,16 +2,23 @@
 
 Every model goes into the ``MODELS`` registry of each of mmpretrain, mmdet and mmseg that is
 installed, under the same name, so configs of any of the three can say ``type='SECViT'``.
+Engine parts (an optimizer wrapper, a checkpoint hook, a file backend) go into mmengine's
+registries, which the three codebases' registries inherit from.
 """
 import importlib
 from typing import List
 
+from mmengine.fileio import register_backend
+from mmengine.fileio.backends.registry_utils import backends as FILE_BACKENDS
+from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
 from mmengine.registry import Registry
 
 from . import models
 from .utils.amp import CPUAmpOptimWrapper
+from .utils.atomic_checkpoint import (ATOMIC_BACKEND, AtomicCheckpointHook,
+                                      AtomicLocalBackend)
 
 CODEBASES = ('mmpretrain', 'mmdet', 'mmseg')
 
@@ -61,3 +68,7 @@ def register_all_modules() -> None:
         _register(MMENGINE_MODELS, models.LayerNorm2d, 'LN2d')
     # `--amp` on a machine without an accelerator (the codebases' registries inherit it).
     _register(MMENGINE_OPTIM_WRAPPERS, CPUAmpOptimWrapper, 'CPUAmpOptimWrapper')
+    # Atomic checkpoint writes (tools/train.py uses the hook in place of CheckpointHook).
+    _register(MMENGINE_HOOKS, AtomicCheckpointHook, 'AtomicCheckpointHook')
+    if FILE_BACKENDS.get(ATOMIC_BACKEND) is not AtomicLocalBackend:
+        register_backend(ATOMIC_BACKEND, AtomicLocalBackend)

@@ -19,6 +19,8 @@ MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 PYTHON=${PYTHON:-python}
 TOOLS=$(dirname "$0")
 
+# exec keeps this shell's pid for torchrun: the workers check that their parent is still it.
+SEC_MM_LAUNCHER_PID=$$ \
 PYTHONPATH="$TOOLS/..${PYTHONPATH:+:$PYTHONPATH}" \
 exec "$PYTHON" -m torch.distributed.run \
     --nnodes="$NNODES" \

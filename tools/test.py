@@ -11,6 +11,8 @@ import os
 
 from mmengine.config import DictAction
 
+from sec_mm.utils.checkpoint import require_fitting_checkpoints
+from sec_mm.utils.data_audit import audit_datasets
 from sec_mm.utils.dist import LAUNCHERS
 from sec_mm.utils.launch import (add_dump_metric, apply_test_options, build_runner,
                                  load_config)
@@ -55,6 +57,9 @@ def main():
                        wait_time=args.wait_time, out=args.out, tta=args.tta,
                        force_cpu=args.force_cpu)
     runner = build_runner(cfg)
+    audit_datasets(cfg, ('test', ))  # data faults named before the checkpoint is loaded
+    # A checkpoint of another model stops the test instead of scoring partly random weights.
+    require_fitting_checkpoints(runner.model)
     add_dump_metric(runner, cfg, args.out)
     runner.test()
 

@@ -11,6 +11,8 @@ import os
 
 from mmengine.config import DictAction
 
+from sec_mm.utils.checkpoint import require_fitting_checkpoints
+from sec_mm.utils.data_audit import audit_datasets
 from sec_mm.utils.dist import LAUNCHERS
 from sec_mm.utils.launch import apply_train_options, build_runner, load_config
 
@@ -47,7 +49,15 @@ def main():
     cfg = load_config(args.config, args.cfg_options)
     apply_train_options(cfg, args.config, launcher=args.launcher, work_dir=args.work_dir,
                         amp=args.amp, resume=args.resume, force_cpu=args.force_cpu)
-    build_runner(cfg).train()
+    runner = build_runner(cfg)
+    # Data faults (empty or missing files, nothing to train on, what will be dropped) are
+    # named now rather than as a decoder or numpy error later.
+    audit_datasets(cfg, ('train', 'val') if cfg.get('val_cfg') else ('train', ))
+    if cfg.get('resume'):
+        # Resuming continues this very model. (load_from may fine-tune another head; the SEC
+        # backbones check their own keys on every load.)
+        require_fitting_checkpoints(runner.model)
+    runner.train()
 
 
 if __name__ == '__main__':

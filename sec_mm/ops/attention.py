@@ -78,6 +78,10 @@ class _ExplicitAttention(torch.autograd.Function):
 
 
 def _use_explicit(q: Tensor, k: Tensor, v: Tensor) -> bool:
+    if q.numel() == 0 or k.numel() == 0:
+        # Nothing to compute (e.g. batch size 0); the CPU flash kernel's backward aborts the
+        # process on empty inputs.
+        return q.shape[:-2] == k.shape[:-2] == v.shape[:-2]
     return (q.device.type == 'cpu' and q.dtype in (torch.float32, torch.float64)
             and q.dtype == k.dtype == v.dtype and k.shape[-2] <= EXPLICIT_MAX_LENGTH
             and q.shape[:-2] == k.shape[:-2] == v.shape[:-2]

@@ -61,8 +61,10 @@ class _DepthwiseConv5x5(torch.autograd.Function):
         grad_out = grad_out.contiguous(memory_format=torch.channels_last)
         # The stock input and bias gradients, in one call (``torch.nn.grad.conv2d_input``
         # would lose the channels-last layout, which it takes from a placeholder input).
+        # The bias size is given: an empty batch (B = 0) needs it to shape the zero gradient.
         grad_x, _, grad_bias = torch.ops.aten.convolution_backward(
-            grad_out, x, weight, None, (1, 1), (2, 2), (1, 1), False, (0, 0), x.shape[1],
+            grad_out, x, weight, [x.shape[1]] if ctx.has_bias else None, (1, 1), (2, 2),
+            (1, 1), False, (0, 0), x.shape[1],
             (ctx.needs_input_grad[0], False, ctx.has_bias and ctx.needs_input_grad[2]))
         grad_weight = _weight_grad_5x5(grad_out, x) if ctx.needs_input_grad[1] else None
         return grad_x, grad_weight, grad_bias

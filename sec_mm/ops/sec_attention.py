@@ -160,6 +160,12 @@ def _take_tokens(x: Tensor, index: Tensor, token_major: bool = False) -> Tensor:
     layout the output projection reads.
     """
     batch, heads, length, dims = x.shape
+    if index.numel() == 0:
+        # Nothing to read (e.g. batch size 0), and the storage view below needs a row.
+        length = index.shape[-1]
+        if token_major:
+            return x.new_empty(batch, length, heads, dims).transpose(1, 2)
+        return x.new_empty(batch, heads, length, dims)
     if x.stride(-1) != 1 or any(stride % dims for stride in x.stride()[:3]):
         x = x.contiguous()
     # Every d-vector of x as one row of a (rows, d) view of its storage.
@@ -327,7 +333,7 @@ def sec_attention(q: Tensor,
     count = resolve_num_clusters(length, num_clusters, cluster_size)
     if scale is None:
         scale = q.shape[-1]**-0.5
-    if count == 1:
+    if count == 1 or q.numel() == 0:  # global attention, or nothing to cluster (B = 0)
         return dot_product_attention(q, k, v, scale=scale)
 
     if order is None:

@@ -108,7 +108,8 @@ def sec_merge_attention(q: Tensor,
 
     if order is None:
         # (B, heads, N, d) -> (B, 1, N, heads * d): one similarity per token over all heads.
-        order = sec_order(k.transpose(1, 2).reshape(batch, 1, num_tokens, -1))
+        order = sec_order(
+            k.transpose(1, 2).reshape(batch, 1, num_tokens, heads * k.shape[-1]))
     if order.dim() != 3 or order.shape[0] != batch or order.shape[2] != num_tokens or \
             order.shape[1] not in (1, heads):
         raise ValueError(f'`order` must have shape ({batch}, {heads} or 1, {num_tokens}), got '

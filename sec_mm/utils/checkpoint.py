@@ -1,5 +1,6 @@
-"""Checkpoint helpers: strict pretrained loading and conversion of the released SECViT weights."""
+"""Checkpoint helpers: strict loading and conversion of the released SECViT weights."""
 import copy
+import functools
 import re
 from collections import OrderedDict
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
@@ -12,7 +13,7 @@ from torch import Tensor, nn
 __all__ = [
     'CheckpointMismatchError', 'pop_pretrained_cfg', 'load_pretrained_into',
     'extract_state_dict', 'convert_secvit_state_dict', 'infer_secvit_arch',
-    'check_state_dict_fits'
+    'check_state_dict_fits', 'require_fitting_state_dict', 'require_fitting_checkpoints'
 ]
 
 
@@ -79,7 +80,9 @@ def _looks_released(keys: Iterable[str]) -> bool:
 def check_state_dict_fits(expected: Mapping[str, Tuple[int, ...]],
                           state_dict: Mapping[str, Tensor],
                           optional_prefixes: Iterable[str] = (),
-                          what: str = 'the model') -> List[str]:
+                          what: str = 'the model',
+                          hint: str = 'Check the arch and the `prefix` of the Pretrained '
+                          'init_cfg.') -> List[str]:
     """Raise :class:`CheckpointMismatchError` naming every missing, unexpected or misshapen key.
 
     Args:
@@ -88,6 +91,7 @@ def check_state_dict_fits(expected: Mapping[str, Tuple[int, ...]],
         optional_prefixes: Keys of ``expected`` under these prefixes may be absent (e.g. the
             output norms a detection backbone adds to a classification checkpoint).
         what: Named in the message.
+        hint: The message's last line, unless the keys point at a more specific cause.
 
     Returns:
         list[str]: The optional keys that were absent.
@@ -117,9 +121,63 @@ def check_state_dict_fits(expected: Mapping[str, Tuple[int, ...]],
             lines.append("These are whole-model keys: add prefix='backbone.' to the "
                          'Pretrained init_cfg.')
         else:
-            lines.append('Check the arch and the `prefix` of the Pretrained init_cfg.')
+            lines.append(hint)
         raise CheckpointMismatchError('\n'.join(lines))
     return absent_optional
+
+
+_LOAD_HINT = ('The checkpoint comes from another model or config (arch, num_classes, '
+              'out_indices, ...): test and resume with the config it was trained with.')
+
+
+def _check_incoming_state_dict(module: nn.Module, state_dict: Mapping[str, Tensor],
+                               prefix: str, *args, optional_prefixes: Tuple[str, ...],
+                               what: str) -> None:
+    incoming = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    where = f' (keys under {prefix!r})' if prefix else ''
+    check_state_dict_fits(expected, incoming, optional_prefixes, what=f'{what}{where}',
+                          hint=_LOAD_HINT)
+
+
+def require_fitting_state_dict(module: nn.Module, optional_prefixes: Iterable[str] = (),
+                               what: Optional[str] = None) -> None:
+    """Make every load of weights into ``module`` raise unless they fit it.
+
+    A ``load_state_dict`` pre-hook: it runs whoever loads (``Module.load_state_dict`` with
+    any ``strict``, mmengine's ``load_checkpoint`` / ``load_from`` / ``--resume``, the
+    mmdet / mmseg / mmpretrain inferencers), sees the keys under the module's prefix and
+    raises :class:`CheckpointMismatchError` naming every missing, unexpected or misshapen key
+    (mmengine's loaders only warn about them, which leaves random weights behind). Register
+    it after hooks that rename keys.
+
+    Args:
+        module: The module to guard.
+        optional_prefixes: Module keys (or key prefixes) a checkpoint may lack: parts a
+            model of the same family without them does not have; they keep their weights.
+        what: Named in the message; the class name by default.
+    """
+    module._register_load_state_dict_pre_hook(
+        functools.partial(_check_incoming_state_dict,
+                          optional_prefixes=tuple(optional_prefixes),
+                          what=what or type(module).__name__),
+        with_module=True)
+
+
+def require_fitting_checkpoints(model: nn.Module) -> nn.Module:
+    """:func:`require_fitting_state_dict` for a whole model: the test tool and ``--resume``.
+
+    Model wrappers (DDP) and test-time-augmentation models are looked through, as mmengine's
+    checkpoint loader does.
+
+    Returns:
+        nn.Module: The model the check was put on.
+    """
+    from mmengine.model import BaseTTAModel, is_model_wrapper
+    while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
+        model = model.module
+    require_fitting_state_dict(model, what=f'the {type(model).__name__} model')
+    return model
 
 
 def load_pretrained_into(module: nn.Module,

@@ -11,10 +11,14 @@ import os.path as osp
 from typing import Optional, Union
 
 from mmengine.config import Config, ConfigDict
+from mmengine.hooks import CheckpointHook
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 from .dist import adapt_cfg_to_device, check_gpus_usable, init_distributed
+from .lifetime import bind_to_launcher
+from .peer_watchdog import DEFAULT_PEER_TIMEOUT, start_peer_watchdog
+from .resume import DEFAULT_FILENAME_TMPLS, checkpoint_problem, find_resumable_checkpoint
 from .setup_env import codebase_of, register_checkpoint_safe_globals
 
 __all__ = ['load_config', 'apply_train_options', 'apply_test_options', 'build_runner',
@@ -88,26 +92,69 @@ def apply_train_options(cfg: Config, config_path: str, launcher: str = 'none',
             the device's default (float16 with dynamic loss scaling through
             ``AmpOptimWrapper`` on GPUs, bfloat16 through ``CPUAmpOptimWrapper`` on CPU).
             None or False trains in float32.
-        resume: ``--resume``: ``'auto'`` resumes from the work dir's latest checkpoint, a
-            path resumes from that checkpoint, None starts fresh.
+        resume: ``--resume``: ``'auto'`` resumes from the work dir's newest complete
+            checkpoint (naming the newer ones that are not; none: a fresh start), a path
+            resumes from that checkpoint, None starts fresh.
         force_cpu: ``--force-cpu``: run on CPU even where NVIDIA GPUs are visible but torch
             cannot use them (see :func:`~sec_mm.utils.dist.check_gpus_usable`).
+
+    Checkpoints are written atomically (:class:`~sec_mm.utils.atomic_checkpoint.
+    AtomicCheckpointHook` in place of mmengine's ``CheckpointHook``).
     """
     check_gpus_usable(force_cpu)
     cfg.launcher = launcher
     _set_work_dir(cfg, config_path, work_dir)
     if amp:
         _apply_amp(cfg, 'auto' if amp is True else amp)
+    _use_atomic_checkpoints(cfg)
     if resume == 'auto':
-        cfg.resume = True
-        cfg.load_from = None
+        _resume_newest_complete(cfg)
     elif resume is not None:
-        if not osp.isfile(resume):
-            raise FileNotFoundError(f'--resume {resume}: no such checkpoint file (use '
-                                    '--resume without a path to resume from the work dir).')
+        _check_checkpoint_file(resume, '--resume', 'use --resume without a path to resume '
+                               'from the newest complete checkpoint of the work dir')
         cfg.resume = True
         cfg.load_from = resume
     return adapt_cfg_to_device(cfg, launcher)
+
+
+def _use_atomic_checkpoints(cfg: Config) -> None:
+    # mmengine's CheckpointHook writes in place; ours (same arguments) writes atomically and
+    # removes old checkpoints only after the new one is complete.
+    hooks = cfg.setdefault('default_hooks', ConfigDict())
+    if 'checkpoint' not in hooks:
+        hooks['checkpoint'] = dict(type='CheckpointHook', interval=1)  # mmengine's default
+    hook = hooks['checkpoint']
+    if hook is not None and hook.get('type') in ('CheckpointHook', CheckpointHook):
+        hook['type'] = 'AtomicCheckpointHook'
+
+
+def _resume_newest_complete(cfg: Config) -> None:
+    hook = cfg.default_hooks.get('checkpoint') or {}
+    tmpls = [hook['filename_tmpl']] if hook.get('filename_tmpl') else DEFAULT_FILENAME_TMPLS
+    found, skipped = find_resumable_checkpoint(cfg.work_dir, tmpls)
+    for path, problem in skipped:
+        print_log(f'--resume: checkpoint {path} is {problem}; passing over it.',
+                  logger='current', level=logging.WARNING)
+    if found is not None:
+        if skipped:
+            print_log(f'--resume: resuming from {found}, the newest complete checkpoint.',
+                      logger='current', level=logging.WARNING)
+        cfg.resume = True
+        cfg.load_from = found
+    else:
+        # Nothing to resume from: a fresh start (with the config's own load_from, if any).
+        if skipped:
+            print_log(f'--resume: no complete checkpoint in {cfg.work_dir}; starting from '
+                      'scratch.', logger='current', level=logging.WARNING)
+        cfg.resume = False
+
+
+def _check_checkpoint_file(path: str, option: str, hint: str) -> None:
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{option} {path}: no such checkpoint file ({hint}).')
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise ValueError(f'{option} {path}: the checkpoint is {problem} ({hint}).')
 
 
 def _enable_visualization(cfg: Config, codebase: str, show: bool, show_dir: Optional[str],
@@ -167,8 +214,7 @@ def apply_test_options(cfg: Config, config_path: str, checkpoint: str, launcher:
     in :func:`apply_train_options`.
     """
     check_gpus_usable(force_cpu)
-    if not osp.isfile(checkpoint):
-        raise FileNotFoundError(f'Checkpoint {checkpoint!r} does not exist.')
+    _check_checkpoint_file(checkpoint, 'CHECKPOINT', 'give a complete checkpoint file')
     codebase = codebase_of(cfg)
     cfg.launcher = launcher
     _set_work_dir(cfg, config_path, work_dir)
@@ -188,12 +234,22 @@ def apply_test_options(cfg: Config, config_path: str, checkpoint: str, launcher:
 
 def build_runner(cfg: Config) -> Runner:
     """Start distributed (if launched so), then build the Runner the config asks for."""
+    launcher = cfg.get('launcher', 'none')
+    bind_to_launcher(launcher)  # no process of the run outlives the launcher
     register_checkpoint_safe_globals()
-    init_distributed(cfg.get('launcher', 'none'))
+    init_distributed(launcher)
+    # A lost peer (on any node) ends the run within env_cfg.peer_timeout seconds. Started
+    # before the Runner where the launcher's environment is complete, so that it also covers
+    # the model's distributed set-up; otherwise once mmengine's init_dist has completed it.
+    peer_timeout = cfg.get('env_cfg', {}).get('peer_timeout', DEFAULT_PEER_TIMEOUT)
+    start_peer_watchdog(launcher, peer_timeout)
     if 'runner_type' not in cfg:
-        return Runner.from_cfg(cfg)
-    registry = importlib.import_module(f'{codebase_of(cfg)}.registry')
-    return registry.RUNNERS.build(cfg)
+        runner = Runner.from_cfg(cfg)
+    else:
+        registry = importlib.import_module(f'{codebase_of(cfg)}.registry')
+        runner = registry.RUNNERS.build(cfg)
+    start_peer_watchdog(launcher, peer_timeout)
+    return runner
 
 
 def add_dump_metric(runner: Runner, cfg: Config, out: Optional[str]) -> None:

@@ -3,6 +3,7 @@ import copy
 from pathlib import Path
 
 import pytest
+import torch
 from mmengine.config import Config
 
 from sec_mm.utils.launch import apply_test_options, apply_train_options, load_config
@@ -26,7 +27,7 @@ def fresh(configs, name) -> Config:
 @pytest.fixture
 def checkpoint(tmp_path):
     path = tmp_path / 'iter_2.pth'
-    path.write_bytes(b'')
+    torch.save(dict(state_dict=dict(w=torch.ones(1))), path)
     return str(path)
 
 
@@ -47,15 +48,74 @@ def test_work_dir_priority(configs):
     assert cfg.work_dir == './work_dirs/mask-rcnn_secvit-t_fpn_toy-coco'
 
 
-def test_resume_modes(configs, checkpoint):
+def test_resume_modes(configs, checkpoint, tmp_path):
     cfg = apply_train_options(fresh(configs, 'det'), str(DET))
     assert cfg.resume is False and cfg.load_from is None
-    cfg = apply_train_options(fresh(configs, 'det'), str(DET), resume='auto')
-    assert cfg.resume is True and cfg.load_from is None
+    # auto: the work dir's newest checkpoint ...
+    work_dir = Path(checkpoint).parent
+    cfg = apply_train_options(fresh(configs, 'det'), str(DET), resume='auto',
+                              work_dir=str(work_dir))
+    assert cfg.resume is True and cfg.load_from == checkpoint
+    # ... and with none there, a fresh start.
+    cfg = apply_train_options(fresh(configs, 'det'), str(DET), resume='auto',
+                              work_dir=str(tmp_path / 'empty'))
+    assert cfg.resume is False and cfg.load_from is None
     cfg = apply_train_options(fresh(configs, 'seg'), str(SEG), resume=checkpoint)
     assert cfg.resume is True and cfg.load_from == checkpoint
     with pytest.raises(FileNotFoundError, match='--resume'):
         apply_train_options(fresh(configs, 'det'), str(DET), resume='missing.pth')
+
+
+def truncate(path, keep=0.5):
+    data = Path(path).read_bytes()
+    Path(path).write_bytes(data[:int(len(data) * keep)])
+
+
+def current_log(tmp_path, name):
+    """A fresh current mmengine logger writing to a file; returns the file."""
+    from mmengine.logging import MMLogger
+    log = tmp_path / f'{name}.log'
+    MMLogger.get_instance(f'{name}-{id(log)}', log_file=str(log))
+    return log
+
+
+def test_resume_auto_passes_over_incomplete_checkpoints(configs, checkpoint, tmp_path):
+    log = current_log(tmp_path, 'resume')
+    work_dir = Path(checkpoint).parent
+    newest = work_dir / 'iter_3.pth'
+    torch.save(dict(state_dict=dict(w=torch.ones(1000))), newest)
+    (work_dir / 'last_checkpoint').write_text(str(newest))
+    truncate(newest)
+    cfg = apply_train_options(fresh(configs, 'det'), str(DET), resume='auto',
+                              work_dir=str(work_dir))
+    assert cfg.resume is True and cfg.load_from == checkpoint  # iter_2
+    out = log.read_text()
+    assert f'checkpoint {newest} is incomplete' in out and f'resuming from {checkpoint}' in out
+    # Nothing complete at all: a fresh start, with the config's own load_from.
+    truncate(checkpoint)
+    cfg = fresh(configs, 'det')
+    cfg.load_from = 'pretrained.pth'
+    cfg = apply_train_options(cfg, str(DET), resume='auto', work_dir=str(work_dir))
+    assert cfg.resume is False and cfg.load_from == 'pretrained.pth'
+    assert 'no complete checkpoint' in log.read_text()
+
+
+def test_incomplete_checkpoint_given_by_path_is_named(configs, checkpoint):
+    truncate(checkpoint)
+    with pytest.raises(ValueError, match=rf'--resume {checkpoint}: the checkpoint is '
+                       r'incomplete.*without a path'):
+        apply_train_options(fresh(configs, 'det'), str(DET), resume=checkpoint)
+    with pytest.raises(ValueError, match=rf'{checkpoint}: the checkpoint is incomplete'):
+        apply_test_options(fresh(configs, 'det'), str(DET), checkpoint)
+
+
+def test_checkpoints_are_written_atomically(configs):
+    cfg = apply_train_options(fresh(configs, 'det'), str(DET))
+    assert cfg.default_hooks.checkpoint.type == 'AtomicCheckpointHook'
+    assert cfg.default_hooks.checkpoint.max_keep_ckpts == 2  # the other arguments stay
+    cfg = fresh(configs, 'det')
+    cfg.default_hooks.checkpoint = None  # checkpoints turned off stay off
+    assert apply_train_options(cfg, str(DET)).default_hooks.checkpoint is None
 
 
 @pytest.fixture

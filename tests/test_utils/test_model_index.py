@@ -103,7 +103,11 @@ def test_get_model_and_inference_model_by_name(tmp_path):
     parameters = sum(p.numel() for p in model.parameters())
     assert parameters == ModelHub.get('secvit-t_8xb128_in1k').metadata.parameters == 14981800
     image = np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8)
-    result = inference_model('secvit-t_8xb128_in1k', image)
+    # mmpretrain builds the inference pipeline in whatever default scope earlier tests left
+    # (a fresh process has none); this test is about the index, not that stock quirk.
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        result = inference_model('secvit-t_8xb128_in1k', image)
     assert result['pred_scores'].shape == (1000, )  # the config's ImageNet classes
     assert isinstance(result['pred_class'], str)
 

@@ -1,6 +1,8 @@
 """The ``num_clusters`` / ``cluster_size`` argument shared by the SEC backbones."""
 from typing import Dict, List, Optional, Sequence, Union
 
+from .argument_checks import is_int
+
 ClusterSetting = Optional[Union[int, Sequence[int]]]
 
 
@@ -28,8 +30,17 @@ def expand_cluster_setting(model_name: str, num_clusters: ClusterSetting,
         num_clusters = default_num_clusters
     key, value = (('num_clusters', num_clusters) if cluster_size is None else
                   ('cluster_size', cluster_size))
-    values = [value] * count if isinstance(value, int) else list(value)
+    meaning = ('clusters; <= 1 means global attention' if key == 'num_clusters' else
+               'tokens per cluster, >= 1')
+    values = [value] * count if is_int(value) else value
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or \
+            not all(is_int(v) for v in values):
+        raise TypeError(f'`{key}` of {model_name} must be an int ({meaning}) or a sequence '
+                        f'of one int per {unit}; got {value!r} ({type(value).__name__}).')
     if len(values) != count:
         raise ValueError(f'`{key}` of {model_name} needs one value for all {unit}s or one per '
                          f'{unit} ({count}), got {value!r}.')
-    return [{key: v} for v in values]
+    if key == 'cluster_size' and any(v < 1 for v in values):
+        raise ValueError(f'`cluster_size` of {model_name} must be >= 1 (tokens per cluster); '
+                         f'got {value!r}.')
+    return [{key: int(v)} for v in values]

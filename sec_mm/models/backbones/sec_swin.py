@@ -6,7 +6,9 @@ from mmpretrain.models.backbones import SwinTransformer
 from torch import Tensor
 
 from sec_mm.models.layers import SECMultiheadAttention
-from sec_mm.utils.checkpoint import CheckpointMismatchError, pop_pretrained_cfg
+from sec_mm.utils.checkpoint import (CheckpointMismatchError, pop_pretrained_cfg,
+                                     require_fitting_state_dict)
+from .argument_checks import check_out_indices
 from .cluster_setting import expand_cluster_setting
 from .stock_checkpoint import load_stock_checkpoint
 
@@ -32,7 +34,9 @@ class SECSwinTransformer(SwinTransformer):
     Swin backbone and the original Microsoft release files (converted with mmdet's
     ``swin_converter`` when mmdet is installed). Window-only keys (relative position tables and
     indices, attention masks) are skipped and listed in one log line; LCE and output norms the
-    checkpoint lacks are newly initialised and listed; anything else that does not fit raises.
+    checkpoint lacks are newly initialised and listed; anything else that does not fit raises,
+    whoever loads the weights (``init_cfg``, ``load_from``, ``--resume``, the test tool, the
+    inferencers).
 
     Args:
         arch (str | dict): As mmpretrain's Swin: ``'t'``, ``'s'``, ``'b'``, ``'l'`` (or
@@ -78,6 +82,8 @@ class SECSwinTransformer(SwinTransformer):
         if windowed:
             raise ValueError(f'SECSwinTransformer has no attention windows; remove {windowed} '
                              'from its config.')
+        if 'out_indices' in kwargs:  # the range is mmpretrain's to check
+            check_out_indices('SECSwinTransformer', kwargs['out_indices'])
         super().__init__(arch=arch, **kwargs)
         clusters = self._per_stage(num_clusters, cluster_size)
         for stage, cluster_cfg in zip(self.stages, clusters):
@@ -99,6 +105,8 @@ class SECSwinTransformer(SwinTransformer):
         # Stock Swin checkpoints: rename and drop window-attention keys whenever a state dict
         # is loaded (mmengine's load_checkpoint / load_from as well as init_cfg).
         self._register_load_state_dict_pre_hook(self._adapt_window_attention_keys)
+        # Then anything that still does not fit raises, whoever loads.
+        require_fitting_state_dict(self, self._new_parts())
 
     def _per_stage(self, num_clusters, cluster_size) -> List[Dict[str, int]]:
         return expand_cluster_setting('SECSwinTransformer', num_clusters, cluster_size,
@@ -146,9 +154,11 @@ class SECSwinTransformer(SwinTransformer):
         super().init_weights()
         self.init_cfg = init_cfg
         if pretrained is not None:
-            new_parts = [k for k in self.state_dict()
-                         if '.attn.lce.' in k or k.startswith('norm')]
-            load_stock_checkpoint(self, pretrained, self._adapt_checkpoint, new_parts)
+            load_stock_checkpoint(self, pretrained, self._adapt_checkpoint, self._new_parts())
+
+    def _new_parts(self) -> List[str]:
+        # What a stock Swin checkpoint lacks: LCE, and output norms of other out_indices.
+        return [k for k in self.state_dict() if '.attn.lce.' in k or k.startswith('norm')]
 
 
 def _convert_original_swin(state: Dict[str, Tensor]) -> Dict[str, Tensor]:

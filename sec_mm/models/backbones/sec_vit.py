@@ -1,11 +1,12 @@
 """SEC-DeiT: mmpretrain's Vision Transformer (DeiT archs) with SEC attention."""
-from typing import Dict, List, Sequence, Union
+from typing import Dict, List, Sequence, Tuple, Union
 
 from mmpretrain.models.backbones import VisionTransformer
 from torch import Tensor
 
 from sec_mm.models.layers import SECMultiheadAttention
-from sec_mm.utils.checkpoint import pop_pretrained_cfg
+from sec_mm.utils.checkpoint import pop_pretrained_cfg, require_fitting_state_dict
+from .argument_checks import check_out_indices
 from .cluster_setting import expand_cluster_setting
 from .stock_checkpoint import load_stock_checkpoint
 
@@ -35,7 +36,8 @@ class SECVisionTransformer(VisionTransformer):
 
     Pretrained mmpretrain ViT/DeiT checkpoints load with every key
     (``init_cfg=dict(type='Pretrained', checkpoint=..., prefix='backbone.')``); keys that do
-    not fit raise. The position embedding is resized to ``img_size`` as in mmpretrain.
+    not fit raise, whoever loads the weights (``load_from``, ``--resume``, the test tool, the
+    inferencers). The position embedding is resized to ``img_size`` as in mmpretrain.
 
     Args:
         arch (str | dict): An mmpretrain ViT arch. Defaults to ``'deit-small'``.
@@ -65,12 +67,16 @@ class SECVisionTransformer(VisionTransformer):
         (1, 384, 14, 14)
     """
     default_num_clusters = 4
+    # The average-pooling norm exists only for out_type='avg_featmap'.
+    NEW_PARTS = ('ln2.', )
 
     def __init__(self,
                  arch: Union[str, dict] = 'deit-small',
                  num_clusters: Union[int, Sequence[int], None] = None,
                  cluster_size: Union[int, Sequence[int], None] = None,
                  **kwargs) -> None:
+        if 'out_indices' in kwargs:  # the range is mmpretrain's to check
+            check_out_indices('SECVisionTransformer', kwargs['out_indices'])
         super().__init__(arch=arch, **kwargs)
         for layer, cluster_cfg in zip(self.layers, self._per_layer(num_clusters, cluster_size)):
             global_attn = layer.attn
@@ -89,6 +95,8 @@ class SECVisionTransformer(VisionTransformer):
         if self.frozen_stages > 0:
             # The parent froze its layers before their attention was replaced.
             self._freeze_stages()
+        # After the parent's position-embedding resize: whoever loads, the weights must fit.
+        require_fitting_state_dict(self, self.NEW_PARTS)
 
     def _per_layer(self, num_clusters, cluster_size) -> List[Dict[str, int]]:
         return expand_cluster_setting('SECVisionTransformer', num_clusters, cluster_size,
@@ -98,6 +106,12 @@ class SECVisionTransformer(VisionTransformer):
         state = dict(state)
         self._prepare_pos_embed(state, '')  # resize to this img_size, as mmpretrain does
         return state
+
+    def _format_output(self, x: Tensor, hw: Tuple[int, int]) -> Tensor:
+        if self.out_type == 'featmap' and x.shape[0] == 0:
+            # mmpretrain reshapes to (B, H, W, -1), which is ambiguous for B = 0.
+            return x[:, self.num_extra_tokens:].reshape(0, *hw, x.shape[-1]).permute(0, 3, 1, 2)
+        return super()._format_output(x, hw)
 
     def train(self, mode: bool = True) -> 'SECVisionTransformer':
         # mmpretrain's backbones return None here; torch's convention (`model.eval()`) is self.
@@ -110,5 +124,4 @@ class SECVisionTransformer(VisionTransformer):
         super().init_weights()
         self.init_cfg = init_cfg
         if pretrained is not None:
-            # The average-pooling norm exists only for out_type='avg_featmap'.
-            load_stock_checkpoint(self, pretrained, self._adapt_checkpoint, ['ln2.'])
+            load_stock_checkpoint(self, pretrained, self._adapt_checkpoint, self.NEW_PARTS)

@@ -12,7 +12,10 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from sec_mm.models.layers import SECViTBlock
-from sec_mm.utils.checkpoint import load_pretrained_into, pop_pretrained_cfg
+from sec_mm.utils.checkpoint import (load_pretrained_into, pop_pretrained_cfg,
+                                     require_fitting_state_dict)
+from .argument_checks import (check_int, check_out_indices, check_positive_number,
+                              check_probability, is_int)
 from .cluster_setting import expand_cluster_setting
 
 
@@ -108,7 +111,9 @@ class SECViT(BaseModule):
             classification setting) adds none. Defaults to None.
         init_cfg (dict | list[dict], optional): Initialisation. ``dict(type='Pretrained',
             checkpoint=..., prefix='backbone.')`` loads a converted checkpoint and raises on
-            keys that do not fit.
+            keys that do not fit. So does every other load of weights into the backbone
+            (``load_from``, ``--resume``, the test tool, the inferencers); only the output
+            norms may be missing.
 
     Shape:
         - input: ``(B, in_channels, H, W)``, any ``H, W``.
@@ -178,9 +183,15 @@ class SECViT(BaseModule):
         self.arch_settings = self._parse_arch(arch)
         embed_dims = self.arch_settings['embed_dims']
         depths = self.arch_settings['depths']
+        check_int('SECViT', 'in_channels', in_channels, 1)
+        check_int('SECViT', 'frozen_stages', frozen_stages, -1, self.num_stages,
+                  '-1: none, 0: the stem, k: the stem and k stages')
+        if mlp_ratio is not None:
+            check_positive_number('SECViT', 'mlp_ratio', mlp_ratio)
+        check_probability('SECViT', 'drop_path_rate', drop_path_rate)
         self.embed_dims = embed_dims
         self.in_channels = in_channels
-        self.out_indices = self._parse_out_indices(out_indices)
+        self.out_indices = check_out_indices('SECViT', out_indices, self.num_stages)
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         clusters = self._per_stage(num_clusters, cluster_size)
@@ -201,6 +212,9 @@ class SECViT(BaseModule):
         for i in range(self.num_stages):
             first = sum(depths[:i])
             ratio = mlp_ratio if mlp_ratio is not None else self.arch_settings['mlp_ratios'][i]
+            if int(embed_dims[i] * ratio) < 1:
+                raise ValueError(f'mlp_ratio {ratio} leaves stage {i} ({embed_dims[i]} '
+                                 'channels) no FFN channels; use a larger ratio.')
             self.stages.append(
                 SECViTStage(
                     embed_dims[i], depths[i], self.arch_settings['num_heads'][i],
@@ -220,6 +234,8 @@ class SECViT(BaseModule):
             for i in self.out_indices:
                 self.add_module(f'norm{i}', build_norm_layer(out_norm_cfg, embed_dims[i])[1])
         self._freeze_stages()
+        # Every load of weights (load_from, --resume, tools/test.py, inferencers) must fit.
+        require_fitting_state_dict(self, self._new_part_prefixes())
 
     def _parse_arch(self, arch: Union[str, dict]) -> dict:
         if isinstance(arch, str):
@@ -239,21 +255,22 @@ class SECViT(BaseModule):
         settings.setdefault('mlp_ratios', [3] * self.num_stages)
         settings.setdefault('layer_scales', [False] * self.num_stages)
         for key in ('embed_dims', 'depths', 'num_heads', 'mlp_ratios', 'layer_scales'):
-            if len(settings[key]) != self.num_stages:
+            if isinstance(settings[key], (str, bytes)) or not isinstance(
+                    settings[key], Sequence) or len(settings[key]) != self.num_stages:
                 raise ValueError(f'SECViT arch `{key}` needs {self.num_stages} entries, one '
                                  f'per stage; got {settings[key]!r}.')
+        for key in ('embed_dims', 'depths', 'num_heads'):
+            if not all(is_int(v) and v > 0 for v in settings[key]):
+                raise ValueError(f'SECViT arch `{key}` must be positive ints; got '
+                                 f'{settings[key]!r}.')
+        bad_heads = [(c, h) for c, h in zip(settings['embed_dims'], settings['num_heads'])
+                     if c % h]
+        if bad_heads:
+            raise ValueError(f'SECViT arch `embed_dims` must be multiples of `num_heads`; got '
+                             f'{settings["embed_dims"]} with {settings["num_heads"]} heads.')
+        for ratio in settings['mlp_ratios']:
+            check_positive_number('SECViT', 'arch `mlp_ratios` entry', ratio)
         return settings
-
-    def _parse_out_indices(self, out_indices: Union[int, Sequence[int]]) -> Tuple[int, ...]:
-        if isinstance(out_indices, int):
-            out_indices = [out_indices]
-        parsed = []
-        for index in out_indices:
-            if not -self.num_stages <= index < self.num_stages:
-                raise ValueError(f'out_indices entries must be stage indices in '
-                                 f'[0, {self.num_stages}), got {index}.')
-            parsed.append(index % self.num_stages)
-        return tuple(parsed)
 
     def _per_stage(self, num_clusters, cluster_size) -> List[Dict[str, int]]:
         return expand_cluster_setting('SECViT', num_clusters, cluster_size,
@@ -269,7 +286,11 @@ class SECViT(BaseModule):
             # do not fit; a mismatch must not leave a silently random backbone.
             load_pretrained_into(
                 self, pretrained['checkpoint'], prefix=pretrained.get('prefix'),
-                optional_prefixes=[f'norm{i}.' for i in self.out_indices])
+                optional_prefixes=self._new_part_prefixes())
+
+    def _new_part_prefixes(self) -> List[str]:
+        # The output norms of dense prediction: a classification checkpoint lacks them.
+        return [f'norm{i}.' for i in self.out_indices]
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         if x.dim() != 4 or x.shape[1] != self.in_channels:

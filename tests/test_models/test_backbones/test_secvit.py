@@ -112,7 +112,7 @@ def test_wrong_input_is_rejected():
         model(torch.randn(1, 1, 64, 64))
     with pytest.raises(ValueError, match=r'\(B, 3, H, W\)'):
         model(torch.randn(3, 64, 64))
-    with pytest.raises(ValueError, match='stage indices'):
+    with pytest.raises(ValueError, match=r'out_indices.*in \[0, 4\)'):
         SECViT(arch=TINY, out_indices=(4, ))
 
 
