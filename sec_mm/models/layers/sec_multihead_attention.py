@@ -196,7 +196,7 @@ class SECMultiheadAttention(MultiheadAttention):
         Clusters are folded into the head axis, so every call is a 4-D
         ``scaled_dot_product_attention`` (5-D inputs take the unfused math kernel on GPUs).
         """
-        batch, heads, num_image, dims = (int(n) for n in q.shape)  # ints under jit.trace
+        batch, heads, num_image = (int(n) for n in q.shape[:3])  # ints under jit.trace
         extra = extra_k.shape[2]
         sizes = sec_cluster_sizes(num_image, count)
         outs, start = [], 0
@@ -204,13 +204,14 @@ class SECMultiheadAttention(MultiheadAttention):
         for size in sorted(set(sizes), reverse=True):
             clusters = sizes.count(size)
             stop = start + clusters * size
-            q_c, k_c, v_c = (t[:, :, start:stop].reshape(batch, heads * clusters, size, -1)
-                             for t in (q, k, v))
+            # Explicit sizes (no -1): an empty batch must reshape too.
+            q_c, k_c, v_c = (t[:, :, start:stop].reshape(batch, heads * clusters, size,
+                                                         t.shape[-1]) for t in (q, k, v))
             extra_k_c, extra_v_c = (
                 t.unsqueeze(2).expand(-1, -1, clusters, -1, -1).reshape(
-                    batch, heads * clusters, extra, -1) for t in (extra_k, extra_v))
+                    batch, heads * clusters, extra, t.shape[-1]) for t in (extra_k, extra_v))
             out = dot_product_attention(q_c, torch.cat([extra_k_c, k_c], dim=2),
                                         torch.cat([extra_v_c, v_c], dim=2), scale=self.scale)
-            outs.append(out.reshape(batch, heads, clusters * size, -1))
+            outs.append(out.reshape(batch, heads, clusters * size, out.shape[-1]))
             start = stop
         return torch.cat(outs, dim=2)
