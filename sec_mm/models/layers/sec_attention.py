@@ -7,6 +7,7 @@ from torch import Tensor
 
 from sec_mm.ops import resolve_num_clusters, sec_attention, sec_order
 from .depthwise_conv import DepthwiseConv2d
+from .memory_format import channels_last_conv_weights
 from .inplace import add_into
 from .rope import RotaryEmbedding2d, split_qkv_with_rope
 
@@ -62,6 +63,7 @@ class SECAttention(nn.Module):
         self.rope = RotaryEmbedding2d(self.head_dims) if use_rope else None
         self.lce = DepthwiseConv2d(embed_dims, lce_kernel_size) if use_lce else None
         self.proj = nn.Conv2d(embed_dims, embed_dims, 1)
+        channels_last_conv_weights(self)  # it computes channels-last
 
     def extra_repr(self) -> str:
         mode = (f'num_clusters={self.num_clusters}' if self.cluster_size is None else
