@@ -26,13 +26,14 @@ from .compat import is_autocast_enabled, is_compiling
 __all__ = ['depthwise_conv2d']
 
 
-def _weight_grad_5x5(grad_out: Tensor, x: Tensor) -> Tensor:
-    """Weight gradient of a 5x5 depthwise convolution with padding 2, from four 3x3 ones."""
+def _weight_grad_5x5(grad_out: Tensor, x: Tensor, weight: Tensor) -> Tensor:
+    """Weight gradient of a 5x5 depthwise convolution with padding 2, from four 3x3 ones;
+    laid out like ``weight``, as autograd and DDP expect of a parameter's gradient."""
     channels, (height, width) = x.shape[1], x.shape[-2:]
     # One padded copy and four window copies: padding each window separately is slower (it
     # zero-fills four buffers instead of one).
     padded = F.pad(x, (2, 2, 2, 2))
-    grad_weight = x.new_empty(channels, 1, 5, 5)
+    grad_weight = torch.empty_like(weight)
     # The window starting at (top, left) of the padded input gives kernel rows top..top+2 and
     # columns left..left+2; the shared middle row and column are computed twice.
     for top in (0, 2):
@@ -66,7 +67,7 @@ class _DepthwiseConv5x5(torch.autograd.Function):
             grad_out, x, weight, [x.shape[1]] if ctx.has_bias else None, (1, 1), (2, 2),
             (1, 1), False, (0, 0), x.shape[1],
             (ctx.needs_input_grad[0], False, ctx.has_bias and ctx.needs_input_grad[2]))
-        grad_weight = _weight_grad_5x5(grad_out, x) if ctx.needs_input_grad[1] else None
+        grad_weight = _weight_grad_5x5(grad_out, x, weight) if ctx.needs_input_grad[1] else None
         return grad_x, grad_weight, grad_bias
 
 

@@ -113,6 +113,8 @@ def test_sigkill_of_the_launcher_ends_every_process_of_the_run(workspace):
         members = processes_of(run.run_id)
         # torchrun, 2 training processes, their 2 dataloader workers
         assert len(members) == 5, members
+        # DDP took every gradient as laid out (channels-last conv weights).
+        assert 'Grad strides do not match' not in run.output()
         run.proc.send_signal(signal.SIGKILL)  # dist_train.sh execs torchrun: this is its pid
         run.proc.wait()
         assert wait_for(lambda: not processes_of(run.run_id), timeout=10), (

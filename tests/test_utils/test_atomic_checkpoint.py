@@ -146,7 +146,16 @@ def toy_runner(work_dir, max_keep_ckpts, max_iters, resume=False):
         resume=resume, default_scope='mmengine', experiment_name=f'toy{max_iters}')
 
 
-def test_hook_keeps_the_old_checkpoint_until_the_new_one_is_complete(tmp_path, monkeypatch):
+@pytest.fixture
+def scope_restored():
+    """The Runner makes its default scope the current one: put the previous one back."""
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmengine'):
+        yield
+
+
+def test_hook_keeps_the_old_checkpoint_until_the_new_one_is_complete(tmp_path, monkeypatch,
+                                                                     scope_restored):
     import sec_mm  # noqa: F401  (registers the hook)
     register_checkpoint_safe_globals()  # as tools/train.py: resume reads our checkpoints
     toy_runner(tmp_path, max_keep_ckpts=1, max_iters=2).train()

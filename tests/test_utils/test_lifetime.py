@@ -12,6 +12,10 @@ import pytest
 from sec_mm.utils.lifetime import LAUNCHER_PID_ENV
 
 REPO = Path(__file__).resolve().parents[2]
+# Several Python processes importing sec_mm each.
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.skipif(not sys.platform.startswith('linux'),
+                                 reason='the parent-death signal is Linux-only')]
 
 # A launched process: binds itself to its launcher, forks a "dataloader worker", reports both
 # pids and waits.
@@ -55,7 +59,6 @@ def env(**extra):
                 **extra)
 
 
-@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='parent-death signal: Linux')
 @pytest.mark.parametrize('launcher', ['pytorch', 'none'])
 def test_sigkilled_launcher_takes_its_workers_along(launcher):
     run_env = env()
@@ -84,7 +87,6 @@ def test_sigkilled_launcher_takes_its_workers_along(launcher):
             parent.kill()
 
 
-@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='parent-death signal: Linux')
 def test_worker_whose_launcher_is_already_gone_ends_at_once():
     # The launcher pid tools/dist_train.sh exports is not this worker's parent: the launcher
     # died before the worker got going.

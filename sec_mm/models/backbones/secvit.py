@@ -12,6 +12,7 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from sec_mm.models.layers import SECViTBlock
+from sec_mm.models.layers.memory_format import channels_last_conv_weights
 from sec_mm.utils.checkpoint import (load_pretrained_into, pop_pretrained_cfg,
                                      require_fitting_state_dict)
 from .argument_checks import (check_int, check_out_indices, check_positive_number,
@@ -234,6 +235,8 @@ class SECViT(BaseModule):
             for i in self.out_indices:
                 self.add_module(f'norm{i}', build_norm_layer(out_norm_cfg, embed_dims[i])[1])
         self._freeze_stages()
+        # The stem and downsample convs too: everything computes channels-last.
+        channels_last_conv_weights(self)
         # Every load of weights (load_from, --resume, tools/test.py, inferencers) must fit.
         require_fitting_state_dict(self, self._new_part_prefixes())
 

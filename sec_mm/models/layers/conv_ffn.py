@@ -3,6 +3,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from .inplace import add_into
+from .memory_format import channels_last_conv_weights
 
 
 class ConvFFN(nn.Module):
@@ -21,6 +22,7 @@ class ConvFFN(nn.Module):
             feedforward_channels, feedforward_channels, 3, padding=1,
             groups=feedforward_channels)
         self.fc2 = nn.Conv2d(feedforward_channels, embed_dims, 1)
+        channels_last_conv_weights(self)  # SECViT's maps are channels-last
 
     def forward(self, x: Tensor) -> Tensor:
         hidden = self.act(self.fc1(x))

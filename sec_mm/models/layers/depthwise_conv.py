@@ -3,6 +3,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from sec_mm.ops import depthwise_conv2d
+from .memory_format import channels_last_conv_weights
 
 
 class DepthwiseConv2d(nn.Conv2d):
@@ -25,6 +26,7 @@ class DepthwiseConv2d(nn.Conv2d):
             raise ValueError(f'DepthwiseConv2d needs an odd kernel size, got {kernel_size}.')
         super().__init__(channels, channels, kernel_size, padding=kernel_size // 2,
                          groups=channels)
+        channels_last_conv_weights(self)  # its inputs are channels-last
 
     def forward(self, x: Tensor) -> Tensor:
         return depthwise_conv2d(x, self.weight, self.bias, self.padding[0])

@@ -7,6 +7,7 @@ from torch import Tensor
 
 from sec_mm.ops import resolve_num_clusters, sec_attention, sec_order
 from .depthwise_conv import DepthwiseConv2d
+from .memory_format import channels_last_conv_weights
 from .inplace import add_into
 from .rope import RotaryEmbedding2d, split_qkv_with_rope
 
@@ -65,6 +66,7 @@ class SECAttention(nn.Module):
         # Parameter-free hook point: the (B, heads, L) token order passes through it whenever
         # there is more than one cluster, so forward hooks can read the clusters.
         self.order_probe = nn.Identity()
+        channels_last_conv_weights(self)  # it computes channels-last
 
     def extra_repr(self) -> str:
         mode = (f'num_clusters={self.num_clusters}' if self.cluster_size is None else

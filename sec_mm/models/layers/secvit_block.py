@@ -8,6 +8,7 @@ from mmcv.cnn.bricks import DropPath
 from torch import Tensor
 
 from .conv_ffn import ConvFFN
+from .memory_format import channels_last_conv_weights
 from .inplace import add_into
 from .norm import LayerNorm2d
 from .sec_attention import SECAttention
@@ -47,7 +48,8 @@ class SECViTBlock(nn.Module):
                  with_cp: bool = False) -> None:
         super().__init__()
         self.with_cp = with_cp
-        self.cpe = nn.Conv2d(embed_dims, embed_dims, 3, padding=1, groups=embed_dims)
+        self.cpe = channels_last_conv_weights(
+            nn.Conv2d(embed_dims, embed_dims, 3, padding=1, groups=embed_dims))
         self.norm1 = LayerNorm2d(embed_dims)
         self.attn = SECAttention(
             embed_dims, num_heads, num_clusters=num_clusters, cluster_size=cluster_size,
