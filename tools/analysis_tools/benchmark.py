@@ -99,10 +99,6 @@ def build_model(cfg: dict) -> nn.Module:
     return MODELS.build(cfg)
 
 
-def classifier_cfg(path: str) -> dict:
-    return load_config(path).model
-
-
 def dense_backbone_cfg(path: str) -> dict:
     """The backbone of a dense config, without its pretrained weights (speed does not depend on
     them). Swin-T's classification backbone gets the four outputs of mmdet's Swin Mask R-CNN."""
@@ -165,8 +161,8 @@ def peak_memory_mib(step: Callable[[], None], device: torch.device) -> float:
     return peak / 2**20
 
 
-class Runner:
-    """Device, precision and memory format of one benchmark run."""
+class Harness:
+    """How one benchmark run runs the models: device, precision and memory format."""
 
     def __init__(self, device: torch.device, amp: Optional[str], channels_last: bool) -> None:
         self.device = device
@@ -211,40 +207,39 @@ class Runner:
         return step
 
 
-def bench_classifiers(runner: Runner, args) -> List[dict]:
+def bench_classifiers(harness: Harness, args) -> List[dict]:
     """Table 1: inference images/s of the classifiers at ``--image-size``."""
-    images = runner.images(args.batch, args.image_size, args.image_size)
+    images = harness.images(args.batch, args.image_size, args.image_size)
     models = {}
     for name, path in CLASSIFIERS.items():
         torch.manual_seed(0)
-        models[name] = runner.prepare(build_model(classifier_cfg(path)))
-    steps = {name: runner.inference_step(model, images) for name, model in models.items()}
-    seconds = time_in_turns(steps, runner.device, args.warmup, args.iters)
+        models[name] = harness.prepare(build_model(load_config(path).model))
+    steps = {name: harness.inference_step(model, images) for name, model in models.items()}
+    seconds = time_in_turns(steps, harness.device, args.warmup, args.iters)
     rows = []
     for name, model in models.items():
         rows.append(dict(
             model=name, config=CLASSIFIERS[name], params_m=count_params(model),
             ms=seconds[name] * 1e3, images_per_s=args.batch / seconds[name],
             speed_vs_swin=seconds[REFERENCE] / seconds[name],
-            peak_mib=peak_memory_mib(steps[name], runner.device)))
+            peak_mib=peak_memory_mib(steps[name], harness.device)))
         print_row(rows[-1], CLASSIFIER_COLUMNS)
-    del models, steps
     return rows
 
 
-def bench_dense(runner: Runner, args) -> List[dict]:
+def bench_dense(harness: Harness, args) -> List[dict]:
     """Table 2: backbone forward+backward at every ``--dense-shapes`` size."""
     backbones = {}
     for name, path in DENSE_BACKBONES.items():
         torch.manual_seed(0)
-        backbones[name] = runner.prepare(build_model(dense_backbone_cfg(path)))
+        backbones[name] = harness.prepare(build_model(dense_backbone_cfg(path)))
     rows = []
     for batch, height, width in args.dense_shapes:
-        images = runner.images(batch, height, width)
-        steps = {name: runner.train_step(backbone, images)
+        images = harness.images(batch, height, width)
+        steps = {name: harness.train_step(backbone, images)
                  for name, backbone in backbones.items()}
-        seconds = time_in_turns(steps, runner.device, args.warmup, args.iters)
-        memory = {name: peak_memory_mib(step, runner.device) for name, step in steps.items()}
+        seconds = time_in_turns(steps, harness.device, args.warmup, args.iters)
+        memory = {name: peak_memory_mib(step, harness.device) for name, step in steps.items()}
         for name, backbone in backbones.items():
             rows.append(dict(
                 input=f'{batch}x3x{height}x{width}', model=name,
@@ -253,7 +248,6 @@ def bench_dense(runner: Runner, args) -> List[dict]:
                 speed_vs_swin=seconds[REFERENCE] / seconds[name], peak_mib=memory[name],
                 memory_vs_swin=memory[REFERENCE] / memory[name]))
             print_row(rows[-1], DENSE_COLUMNS)
-        del steps
     return rows
 
 
@@ -296,25 +290,25 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
-def precision_name(runner: Runner) -> str:
-    if runner.amp_dtype is not None:
-        return f'autocast {str(runner.amp_dtype).replace("torch.", "")}'
-    if runner.device.type == 'cuda':
+def precision_name(harness: Harness) -> str:
+    if harness.amp_dtype is not None:
+        return f'autocast {str(harness.amp_dtype).replace("torch.", "")}'
+    if harness.device.type == 'cuda':
         matmul = 'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'
         conv = 'on' if torch.backends.cudnn.allow_tf32 else 'off'
         return f'float32 (TF32 matmul {matmul}, cuDNN conv {conv})'
     return 'float32'
 
 
-def section_key(runner: Runner) -> str:
+def section_key(harness: Harness) -> str:
     """What a run replaces in ``--out``: the earlier run on the same device, precision and
     memory format."""
-    layout = 'channels-last' if runner.memory_format == torch.channels_last else 'NCHW'
-    return f'{device_name(runner.device)}, {precision_name(runner)}, {layout}'
+    layout = 'channels-last' if harness.memory_format == torch.channels_last else 'NCHW'
+    return f'{device_name(harness.device)}, {precision_name(harness)}, {layout}'
 
 
-def header(runner: Runner, args, load_end: Optional[float] = None) -> List[str]:
-    device = runner.device
+def header(harness: Harness, args, load_end: Optional[float] = None) -> List[str]:
+    device = harness.device
     if device.type == 'cuda':
         where = (f'{device_name(device)} (CUDA {torch.version.cuda}, cuDNN '
                  f'{torch.backends.cudnn.version()}, cudnn.benchmark on)')
@@ -324,8 +318,8 @@ def header(runner: Runner, args, load_end: Optional[float] = None) -> List[str]:
         f'- device: {where}',
         f'- torch {torch.__version__}, Python {platform.python_version()}, '
         f'{torch.get_num_threads()} CPU threads',
-        f'- dtype: {precision_name(runner)}; memory format: '
-        f'{"channels-last" if runner.memory_format == torch.channels_last else "NCHW"}',
+        f'- dtype: {precision_name(harness)}; memory format: '
+        f'{"channels-last" if harness.memory_format == torch.channels_last else "NCHW"}',
         f'- timing: median of {args.iters} iterations after {args.warmup} warm-up '
         'iterations, the models of a table in turns' +
         ('; every iteration synchronised' if device.type == 'cuda' else ''),
@@ -344,11 +338,11 @@ def header(runner: Runner, args, load_end: Optional[float] = None) -> List[str]:
     return lines
 
 
-def render(runner: Runner, args, classifier_rows: List[dict],
+def render(harness: Harness, args, classifier_rows: List[dict],
            dense_rows: List[dict]) -> str:
-    key = section_key(runner)
+    key = section_key(harness)
     parts = [begin_marker(key), f'## SECViT vs Swin-T: {key} (benchmark.py)', '']
-    parts += header(runner, args, os.getloadavg()[0]) + ['']
+    parts += header(harness, args, os.getloadavg()[0]) + ['']
     if classifier_rows:
         parts += [f'### Classifier inference, {args.batch}x3x{args.image_size}x'
                   f'{args.image_size}', '',
@@ -482,25 +476,25 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
             torch.backends.cuda.matmul.allow_tf32 = args.tf32 == 'on'
             torch.backends.cudnn.allow_tf32 = args.tf32 == 'on'
     args.load = os.getloadavg()[0]
-    runner = Runner(device, args.amp, args.channels_last)
-    print('\n'.join(header(runner, args)), flush=True)
+    harness = Harness(device, args.amp, args.channels_last)
+    print('\n'.join(header(harness, args)), flush=True)
 
     classifier_rows, dense_rows = [], []
     if not args.skip_classifiers:
         print(f'Classifier inference, batch {args.batch}, {args.image_size}x'
               f'{args.image_size}:', flush=True)
-        classifier_rows = bench_classifiers(runner, args)
+        classifier_rows = bench_classifiers(harness, args)
     if args.dense_shapes:
         print('Backbone forward+backward:', flush=True)
-        dense_rows = bench_dense(runner, args)
+        dense_rows = bench_dense(harness, args)
 
-    section = render(runner, args, classifier_rows, dense_rows)
+    section = render(harness, args, classifier_rows, dense_rows)
     print(section, flush=True)
     if args.out:
-        write_section(Path(args.out), section_key(runner), section)
+        write_section(Path(args.out), section_key(harness), section)
         print(f'Written to {args.out}', flush=True)
     return dict(classifiers=classifier_rows, dense=dense_rows, section=section,
-                key=section_key(runner))
+                key=section_key(harness))
 
 
 if __name__ == '__main__':
