@@ -239,7 +239,12 @@ def bench_dense(harness: Harness, args) -> List[dict]:
         steps = {name: harness.train_step(backbone, images)
                  for name, backbone in backbones.items()}
         seconds = time_in_turns(steps, harness.device, args.warmup, args.iters)
-        memory = {name: peak_memory_mib(step, harness.device) for name, step in steps.items()}
+        memory = {}
+        for name, step in steps.items():
+            # Free the last step's gradients first: the step's peak then counts its new ones
+            # alike on CPU and CUDA (the CPU profiler misses frees of earlier allocations).
+            backbones[name].zero_grad(set_to_none=True)
+            memory[name] = peak_memory_mib(step, harness.device)
         for name, backbone in backbones.items():
             rows.append(dict(
                 input=f'{batch}x3x{height}x{width}', model=name,
