@@ -22,14 +22,20 @@ def settings(root: Path) -> dict:
 
 def test_coco_loads_through_mmdet_coco_dataset(toy_data_root):
     from mmdet.datasets import CocoDataset
+    from mmdet.utils import register_all_modules
+    from mmengine.registry import DefaultScope
+    # As mmdet's tools and configs do: its modules registered, its scope current (whatever
+    # scope earlier tests left) and unprefixed transform names.
+    register_all_modules(init_default_scope=False)
     root = toy_data_root / 'toy_coco'
     made = settings(root)
     for split, count in (('train', made['num_train']), ('val', made['num_val'])):
-        dataset = CocoDataset(
-            data_root=str(root), ann_file=f'annotations/instances_{split}2017.json',
-            data_prefix=dict(img=f'{split}2017/'), metainfo=dict(classes=toy.CLASSES),
-            pipeline=[dict(type='mmdet.LoadImageFromFile'),
-                      dict(type='mmdet.LoadAnnotations', with_bbox=True, with_mask=True)])
+        with DefaultScope.overwrite_default_scope('mmdet'):
+            dataset = CocoDataset(
+                data_root=str(root), ann_file=f'annotations/instances_{split}2017.json',
+                data_prefix=dict(img=f'{split}2017/'), metainfo=dict(classes=toy.CLASSES),
+                pipeline=[dict(type='LoadImageFromFile'),
+                          dict(type='LoadAnnotations', with_bbox=True, with_mask=True)])
         assert len(dataset) == count
         assert dataset.metainfo['classes'] == toy.CLASSES
         sample = dataset[0]

@@ -145,8 +145,9 @@ print('mmengine', mmengine.__version__, '| mmcv', mmcv.__version__, '| mmpretrai
       mmpretrain.__version__, '| sec_mm', sec_mm.__version__, 'from', sec_mm.__file__)"
 
     if [ $tests = 1 ]; then
+        # mmcv-lite has no compiled ops: the toy detector/segmentor iterations need them.
         step 'pytest tests/test_cuda' "$TEST_TIMEOUT" "$PYTHON" -m pytest tests/test_cuda -v \
-            -p no:cacheprovider --junitxml="$OUTDIR/test_cuda.xml"
+            -m 'not mmcv_ops' -p no:cacheprovider --junitxml="$OUTDIR/test_cuda.xml"
     fi
 
     if [ $bench = 1 ]; then
