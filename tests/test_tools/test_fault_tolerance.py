@@ -21,6 +21,13 @@ TINY = REPO / 'tests/fixtures/configs/tiny-secvit_toy-imagenet.py'
 MARK = 'SEC_MM_FAULT_TEST_RUN'
 
 
+@pytest.fixture(autouse=True)
+def host_env(dist_env, monkeypatch):
+    """The processes these tests start see the host's two-process settings (see dist_env)."""
+    for key, value in dist_env.items():
+        monkeypatch.setenv(key, value)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))
