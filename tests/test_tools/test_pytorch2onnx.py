@@ -163,9 +163,7 @@ def _toy_image(seed: int = 3, size: int = 256) -> np.ndarray:
 @pytest.fixture(scope='module')
 def backbone_onnx(detector, tmp_path_factory):
     """The detector's backbone, exported by the tool with --dynamic (TorchScript exporter)
-    and checked by it on a toy image at both sizes."""
-    if MISSING:
-        pytest.skip(f'{MISSING} not installed')
+    and checked by it on a toy image at both sizes (its tests carry needs_onnx)."""
     config, checkpoint = detector
     root = tmp_path_factory.mktemp('onnx')
     image = root / 'scene.png'
