@@ -2,7 +2,6 @@
 the real Runner, toy data, a few iterations of the toy SECViT-T Mask R-CNN and UperNet."""
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,8 @@ import pytest
 import torch
 
 from sec_mm.utils.setup_env import register_checkpoint_safe_globals
+
+from net_helpers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = REPO / 'tools'
@@ -32,12 +33,6 @@ SEG_OPTIONS = COMMON + [f'model.data_preprocessor.size=({SIZE},{SIZE})',
 # As in tools/train.py and tools/test.py: torch.load's weights-only default then reads our
 # checkpoints.
 register_checkpoint_safe_globals()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope='module')

@@ -5,7 +5,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from net_helpers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = REPO / 'tools'
@@ -26,12 +27,6 @@ def host_env(dist_env, monkeypatch):
     """The processes these tests start see the host's two-process settings (see dist_env)."""
     for key, value in dist_env.items():
         monkeypatch.setenv(key, value)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope='module')

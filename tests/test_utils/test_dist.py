@@ -2,7 +2,6 @@
 loading mmengine checkpoints under torch's weights-only default."""
 import copy
 import pickle
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +18,11 @@ from sec_mm.utils.setup_env import (checkpoint_safe_globals, codebase_of,
 
 import mmseg  # noqa: E402
 
+from net_helpers import free_port
+
 # A stock mmseg config with SyncBN in backbone, decode head and auxiliary head.
 STOCK_UPERNET = (Path(mmseg.__file__).parent / '.mim' / 'configs' / 'upernet' /
                  'upernet_r18_4xb4-160k_ade20k-512x512.py')
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

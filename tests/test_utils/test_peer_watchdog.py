@@ -1,7 +1,6 @@
 """sec_mm.utils.peer_watchdog: a silent rank is noticed within the limit; a finished one is
 not missed. Two watchdogs in this process share a real TCPStore; ending the process is
 replaced by recording the message."""
-import socket
 import time
 from datetime import timedelta
 
@@ -10,11 +9,7 @@ import torch.distributed as torch_dist
 
 from sec_mm.utils.peer_watchdog import PeerWatchdog, start_peer_watchdog
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
+from net_helpers import free_port
 
 
 class Recorded(PeerWatchdog):
