@@ -19,7 +19,7 @@ from .dist import adapt_cfg_to_device, check_gpus_usable, init_distributed
 from .lifetime import bind_to_launcher
 from .peer_watchdog import DEFAULT_PEER_TIMEOUT, start_peer_watchdog
 from .resume import DEFAULT_FILENAME_TMPLS, checkpoint_problem, find_resumable_checkpoint
-from .setup_env import codebase_of, register_checkpoint_safe_globals
+from .setup_env import codebase_of
 
 __all__ = ['load_config', 'apply_train_options', 'apply_test_options', 'build_runner',
            'add_dump_metric']
@@ -236,7 +236,7 @@ def build_runner(cfg: Config) -> Runner:
     """Start distributed (if launched so), then build the Runner the config asks for."""
     launcher = cfg.get('launcher', 'none')
     bind_to_launcher(launcher)  # no process of the run outlives the launcher
-    register_checkpoint_safe_globals()
+    # (Checkpoint loading is readied by `import sec_mm`, which importing this module does.)
     init_distributed(launcher)
     # A lost peer (on any node) ends the run within env_cfg.peer_timeout seconds. Started
     # before the Runner where the launcher's environment is complete, so that it also covers

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from sec_mm.utils.setup_env import register_checkpoint_safe_globals
+import sec_mm  # noqa: F401  (torch.load's weights-only default then reads our checkpoints)
 
 from net_helpers import free_port
 
@@ -28,11 +28,6 @@ DET_OPTIONS = COMMON + [f'train_dataloader.dataset.pipeline.2.scale=({SIZE},{SIZ
 SEG_OPTIONS = COMMON + [f'model.data_preprocessor.size=({SIZE},{SIZE})',
                         f'train_dataloader.dataset.pipeline.2.scale=({SIZE},{SIZE})',
                         f'test_dataloader.dataset.pipeline.1.scale=({SIZE},{SIZE})']
-
-
-# As in tools/train.py and tools/test.py: torch.load's weights-only default then reads our
-# checkpoints.
-register_checkpoint_safe_globals()
 
 
 @pytest.fixture(scope='module')
