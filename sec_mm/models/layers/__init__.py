@@ -4,7 +4,7 @@ from .conv_ffn import ConvFFN
 from .depthwise_conv import DepthwiseConv2d
 from .norm import LayerNorm2d
 from .rope import RotaryEmbedding2d, apply_rope, rotate_pairs, split_qkv_with_rope
-from .sec_attention import SECAttention
+from .sec_attention_2d import SECAttention
 from .secvit_block import SECViTBlock
 
 __all__ = [

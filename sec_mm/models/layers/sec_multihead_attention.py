@@ -2,19 +2,16 @@
 from typing import Optional, Sequence
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from mmpretrain.models.utils import MultiheadAttention
 from torch import Tensor
 
 from sec_mm.ops import (dot_product_attention, inverse_permutation, permute_tokens,
-                        resolve_num_clusters, restore_tokens, sec_attention,
-                        sec_cluster_sizes, sec_order)
-from .depthwise_conv import DepthwiseConv2d
-from .rope import RotaryEmbedding2d, apply_rope
+                        restore_tokens, sec_attention, sec_cluster_sizes)
+from .sec_attention_core import SECAttentionCore
 
 
-class SECMultiheadAttention(MultiheadAttention):
+class SECMultiheadAttention(SECAttentionCore, MultiheadAttention):
     """Multi-head Semantic Equitable Clustering attention on token sequences.
 
     mmpretrain's :class:`~mmpretrain.models.utils.MultiheadAttention` (same ``qkv``, ``proj``,
@@ -75,17 +72,13 @@ class SECMultiheadAttention(MultiheadAttention):
                  proj_bias: bool = True,
                  layer_scale_init_value: float = 0.,
                  init_cfg: Optional[dict] = None) -> None:
-        if embed_dims % num_heads != 0:
-            raise ValueError(
-                f'embed_dims ({embed_dims}) must be divisible by num_heads ({num_heads}).')
+        self.check_sec_args(embed_dims, num_heads, num_clusters, cluster_size)
         if attn_drop:
             raise ValueError(
                 f'SEC attention has no dropout on attention weights; got attn_drop={attn_drop}. '
                 'Set the attention dropout (e.g. attn_drop_rate) to 0.')
         if num_extra_tokens < 0:
             raise ValueError(f'num_extra_tokens must be >= 0, got {num_extra_tokens}.')
-        # Fail at build time, not at the first forward, on a bad cluster setting.
-        resolve_num_clusters(1, num_clusters, cluster_size)
         super().__init__(
             embed_dims,
             num_heads,
@@ -95,22 +88,13 @@ class SECMultiheadAttention(MultiheadAttention):
             proj_bias=proj_bias,
             layer_scale_init_value=layer_scale_init_value,
             init_cfg=init_cfg)
-        self.num_clusters = num_clusters
-        self.cluster_size = cluster_size
+        self.init_sec_parts(embed_dims, num_heads, num_clusters, cluster_size, use_rope,
+                            use_lce, lce_kernel_size)
         self.num_extra_tokens = num_extra_tokens
         self.scale = qk_scale or self.head_dims**-0.5
-        self.rope = RotaryEmbedding2d(self.head_dims) if use_rope else None
-        self.lce = DepthwiseConv2d(embed_dims, lce_kernel_size) if use_lce else None
-        # Parameter-free hook point: the (B, heads, L_image) order of the image tokens passes
-        # through it whenever there is more than one cluster, so forward hooks can read the
-        # clusters.
-        self.order_probe = nn.Identity()
 
     def extra_repr(self) -> str:
-        mode = (f'num_clusters={self.num_clusters}' if self.cluster_size is None else
-                f'cluster_size={self.cluster_size}')
-        return (f'embed_dims={self.embed_dims}, num_heads={self.num_heads}, {mode}, '
-                f'num_extra_tokens={self.num_extra_tokens}')
+        return f'{super().extra_repr()}, num_extra_tokens={self.num_extra_tokens}'
 
     def forward(self, x: Tensor, hw_shape: Optional[Sequence[int]] = None) -> Tensor:
         """Apply SEC attention.
@@ -134,36 +118,22 @@ class SECMultiheadAttention(MultiheadAttention):
         if hw_shape is None and (self.rope is not None or self.lce is not None):
             raise ValueError('RoPE and LCE need the image size: call with hw_shape=(H, W).')
 
-        q, k, v = self.qkv(x).reshape(batch, length, 3, self.num_heads,
-                                      self.head_dims).permute(2, 0, 3, 1, 4).unbind(0)
-        if self.rope is not None:
-            # RoPE with float32 tables, as in SECAttention and the release (``q * cos``
-            # promotes half-precision q to float32 under autocast).
-            sin, cos = self.rope(*hw_shape)
-            dtype = torch.promote_types(q.dtype, cos.dtype)
-            q, k = (torch.cat([t[:, :, :extra].to(dtype), apply_rope(t[:, :, extra:], sin, cos)],
-                              dim=2) for t in (q, k))
-        order = None
-        if self._clusters(length - extra) > 1:
-            order = self.order_probe(sec_order(k[:, :, extra:]))
-        # Attention in the activations' dtype (the autocast one), clusters from the float32
-        # keys above.
-        q, k = q.to(v.dtype), k.to(v.dtype)
+        qkv = self.qkv(x).reshape(batch, length, 3, self.num_heads, self.head_dims)
+        # q, k head-major (B, heads, N, d), image tokens rotated; v token-major (B, N, heads, d).
+        q, k, v = self.split_qkv(qkv, hw_shape, num_extra_tokens=extra)
+        order = self.cluster_order(k, extra)
+        # Attention in the activations' (autocast) dtype, clusters from the keys above.
+        q, k, v = q.to(v.dtype), k.to(v.dtype), v.transpose(1, 2)
 
         out = self._attend(q, k, v, order)  # (B, heads, N, d)
         out = out.transpose(1, 2).reshape(batch, length, self.embed_dims)
         if self.lce is not None:
-            # Values of the image tokens as a (B, C, H, W) map, channels in (heads, d) order.
-            image_v = v[:, :, extra:].transpose(-1, -2).reshape(batch, self.embed_dims,
-                                                                *hw_shape)
-            lce = self.lce(image_v).flatten(2).transpose(1, 2)
+            lce = self.local_context(v[:, :, extra:].transpose(1, 2), hw_shape)
+            lce = lce.flatten(2).transpose(1, 2)
             out = torch.cat([out[:, :extra], out[:, extra:] + lce], dim=1)
 
         out = self.proj(out)
         return self.out_drop(self.gamma1(self.proj_drop(out)))
-
-    def _clusters(self, num_image_tokens: int) -> int:
-        return resolve_num_clusters(num_image_tokens, self.num_clusters, self.cluster_size)
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, order: Optional[Tensor]) -> Tensor:
         """SEC attention of ``(B, heads, N, d)`` q, k, v with the extra tokens global.
@@ -175,7 +145,7 @@ class SECMultiheadAttention(MultiheadAttention):
         if order is None:
             # mmpretrain's own op, so that one cluster is bit-for-bit the stock model.
             return F.scaled_dot_product_attention(q, k, v, scale=self.scale)
-        count = self._clusters(int(q.shape[2]) - extra)  # an int also under jit.trace
+        count = self.clusters_for(int(q.shape[2]) - extra)  # an int also under jit.trace
         if extra == 0:
             return sec_attention(q, k, v, num_clusters=count, scale=self.scale, order=order)
 

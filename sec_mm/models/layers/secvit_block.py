@@ -11,7 +11,7 @@ from .conv_ffn import ConvFFN
 from .memory_format import channels_last_conv_weights
 from .inplace import add_into
 from .norm import LayerNorm2d
-from .sec_attention import SECAttention
+from .sec_attention_2d import SECAttention
 
 
 class SECViTBlock(nn.Module):

@@ -3,19 +3,25 @@ import torch
 from mmpretrain.models.utils import MultiheadAttention
 
 import sec_mm  # noqa: F401
-from sec_mm.models.layers import SECAttention, SECMultiheadAttention
+from sec_mm.models.layers import (RotaryEmbedding2d, SECAttention, SECMultiheadAttention,
+                                  apply_rope)
 from sec_mm.ops import sec_cluster_sizes, sec_order
 
 
-def masked_reference(attn, x, num_clusters):
+def masked_reference(attn, x, num_clusters, hw_shape=None):
     """SEC attention with a class token written as one dense attention with a mask.
 
     Patch token i sees the class token and the patch tokens of its own cluster (clusters cut
     from the key-similarity order as torch.tensor_split cuts); the class token sees everything.
+    With ``hw_shape``, RoPE rotates the patch tokens' queries and keys first.
     """
     batch, length, channels = x.shape
     heads, head_dims = attn.num_heads, attn.head_dims
     q, k, v = attn.qkv(x).reshape(batch, length, 3, heads, head_dims).permute(2, 0, 3, 1, 4)
+    if hw_shape is not None:
+        sin, cos = RotaryEmbedding2d(head_dims)(*hw_shape)
+        q, k = (torch.cat([t[:, :, :1], apply_rope(t[:, :, 1:], sin, cos)], dim=2)
+                for t in (q, k))
     order = sec_order(k[:, :, 1:])
     num_patches = length - 1
     cluster_of_rank = torch.cat([torch.full((size, ), i) for i, size in
@@ -39,6 +45,20 @@ def test_class_token_is_global_and_patches_attend_within_clusters(num_patches, n
         ours = attn(x)
         reference = masked_reference(attn, x, num_clusters)
     assert torch.allclose(ours, reference, atol=1e-5)
+
+
+def test_rope_rotates_patch_tokens_only_and_class_token_stays_global():
+    torch.manual_seed(0)
+    height, width = 5, 7
+    attn = SECMultiheadAttention(32, 4, num_clusters=4, num_extra_tokens=1,
+                                 use_rope=True).eval()
+    x = torch.randn(2, 1 + height * width, 32)
+    with torch.no_grad():
+        ours = attn(x, (height, width))
+        reference = masked_reference(attn, x, 4, (height, width))
+        without_rope = masked_reference(attn, x, 4)
+    assert torch.allclose(ours, reference, atol=1e-5)
+    assert not torch.allclose(ours, without_rope, atol=1e-3)
 
 
 def test_one_cluster_is_mmpretrain_multihead_attention():

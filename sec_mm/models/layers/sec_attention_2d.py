@@ -5,14 +5,13 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from sec_mm.ops import resolve_num_clusters, sec_attention, sec_order
-from .depthwise_conv import DepthwiseConv2d
-from .memory_format import channels_last_conv_weights
+from sec_mm.ops import sec_attention
 from .inplace import add_into
-from .rope import RotaryEmbedding2d, split_qkv_with_rope
+from .memory_format import channels_last_conv_weights
+from .sec_attention_core import SECAttentionCore
 
 
-class SECAttention(nn.Module):
+class SECAttention(SECAttentionCore, nn.Module):
     """Multi-head Semantic Equitable Clustering attention.
 
     ``qkv`` is a 1x1 conv; 2-D RoPE rotates queries and keys; tokens are clustered by the
@@ -48,30 +47,13 @@ class SECAttention(nn.Module):
                  lce_kernel_size: int = 5,
                  qkv_bias: bool = True) -> None:
         super().__init__()
-        if embed_dims % num_heads != 0:
-            raise ValueError(
-                f'embed_dims ({embed_dims}) must be divisible by num_heads ({num_heads}).')
-        # Fail at build time, not at the first forward, on a bad cluster setting.
-        resolve_num_clusters(1, num_clusters, cluster_size)
-        self.embed_dims = embed_dims
-        self.num_heads = num_heads
-        self.head_dims = embed_dims // num_heads
-        self.num_clusters = num_clusters
-        self.cluster_size = cluster_size
-
+        self.check_sec_args(embed_dims, num_heads, num_clusters, cluster_size)
+        # Built in the release's order, so the state dict lists its keys in that order.
         self.qkv = nn.Conv2d(embed_dims, embed_dims * 3, 1, bias=qkv_bias)
-        self.rope = RotaryEmbedding2d(self.head_dims) if use_rope else None
-        self.lce = DepthwiseConv2d(embed_dims, lce_kernel_size) if use_lce else None
+        self.init_sec_parts(embed_dims, num_heads, num_clusters, cluster_size, use_rope,
+                            use_lce, lce_kernel_size)
         self.proj = nn.Conv2d(embed_dims, embed_dims, 1)
-        # Parameter-free hook point: the (B, heads, L) token order passes through it whenever
-        # there is more than one cluster, so forward hooks can read the clusters.
-        self.order_probe = nn.Identity()
         channels_last_conv_weights(self)  # it computes channels-last
-
-    def extra_repr(self) -> str:
-        mode = (f'num_clusters={self.num_clusters}' if self.cluster_size is None else
-                f'cluster_size={self.cluster_size}')
-        return f'embed_dims={self.embed_dims}, num_heads={self.num_heads}, {mode}'
 
     def forward(self, x: Tensor, rope: Optional[Tuple[Tensor, Tensor]] = None) -> Tensor:
         """Apply SEC attention.
@@ -97,19 +79,10 @@ class SECAttention(nn.Module):
         # of the channels-last qkv map: (B, L, 3, heads, head_dims).
         qkv = self.qkv(x).permute(0, 2, 3, 1).reshape(batch, height * width, 3,
                                                       self.num_heads, self.head_dims)
-        if self.rope is not None:
-            sin, cos = rope if rope is not None else self.rope(height, width)
-            # q, k head-major (B, heads, L, d); v token-major (B, L, heads, d).
-            q, k, v = split_qkv_with_rope(qkv, sin, cos)
-        else:
-            q, k, v = qkv.unbind(2)
-            q, k = q.transpose(1, 2), k.transpose(1, 2)
-        order = None
-        if self._clusters(height * width) > 1:
-            # Clusters from the keys as RoPE leaves them: float32 under autocast, as the
-            # release's ``q * cos`` with float32 tables.
-            order = self.order_probe(sec_order(k))
-        # Attention in the activations' (autocast) dtype.
+        # q, k head-major (B, heads, L, d); v token-major (B, L, heads, d).
+        q, k, v = self.split_qkv(qkv, (height, width), rope)
+        order = self.cluster_order(k)
+        # Attention in the activations' (autocast) dtype, clusters from the keys above.
         q, k = q.to(v.dtype), k.to(v.dtype)
 
         out = sec_attention(q, k, v.transpose(1, 2), self.num_clusters, self.cluster_size,
@@ -119,9 +92,5 @@ class SECAttention(nn.Module):
         out = out.transpose(1, 2).reshape(batch, height, width, channels).permute(0, 3, 1, 2)
         if self.lce is not None:
             # In place into the conv's fresh output: one large allocation fewer.
-            lce = self.lce(v.reshape(batch, height, width, channels).permute(0, 3, 1, 2))
-            out = add_into(lce, out)
+            out = add_into(self.local_context(v, (height, width)), out)
         return self.proj(out)
-
-    def _clusters(self, num_tokens: int) -> int:
-        return resolve_num_clusters(num_tokens, self.num_clusters, self.cluster_size)
