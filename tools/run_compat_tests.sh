@@ -18,7 +18,8 @@ log() { printf '[compat] %s\n' "$*" >&2; }
 
 fingerprint=$(cat "$REQUIREMENTS" "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1)
 stamp="$VENV/.sec_mm_env"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$fingerprint" ]; then
+# A stamp alone is not trusted: the interpreter must still be there (a half-deleted venv).
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$fingerprint" ] && [ -x "$VENV/bin/python" ]; then
   log "environment up to date: $VENV"
 else
   start=$(date +%s)
