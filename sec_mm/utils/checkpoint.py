@@ -1,9 +1,12 @@
-"""Checkpoint helpers: strict loading and conversion of the released SECViT weights."""
+"""Strict checkpoint loading: weights that do not fit a model stop the load, naming the file,
+the keys and the fix, instead of leaving randomly initialised parts behind.
+
+The conversion of the authors' released SECViT weights lives in :mod:`sec_mm.converters`.
+"""
 import copy
 import functools
-import re
 from collections import OrderedDict
-from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import torch
 from mmengine.logging import print_log
@@ -12,16 +15,20 @@ from torch import Tensor, nn
 
 __all__ = [
     'CheckpointMismatchError', 'pop_pretrained_cfg', 'load_pretrained_into',
-    'extract_state_dict', 'convert_secvit_state_dict', 'infer_secvit_arch',
-    'check_state_dict_fits', 'require_fitting_state_dict', 'require_fitting_checkpoints'
+    'extract_state_dict', 'check_state_dict_fits', 'format_keys', 'require_fitting_state_dict',
+    'require_fitting_checkpoints'
 ]
+
+StateDict = Dict[str, Tensor]
 
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint whose keys or shapes do not fit the model it is loaded into."""
 
 
-def _names(keys: Iterable[str], limit: int = 20) -> str:
+def format_keys(keys: Iterable[str], limit: int = 20) -> str:
+    """``keys`` sorted and comma-separated for an error message, the first ``limit`` of them
+    and how many more."""
     keys = sorted(keys)
     shown = ', '.join(keys[:limit])
     return shown + (f', ... ({len(keys) - limit} more)' if len(keys) > limit else '')
@@ -54,7 +61,7 @@ def extract_state_dict(checkpoint: Mapping, use_ema: bool = False) -> 'OrderedDi
         else:
             raise CheckpointMismatchError(
                 f'EMA weights were asked for but the checkpoint has none; its top-level keys '
-                f'are {_names(checkpoint)}. Drop --ema to use the plain weights.')
+                f'are {format_keys(checkpoint)}. Drop --ema to use the plain weights.')
     elif 'state_dict' in checkpoint:
         state = checkpoint['state_dict']
     elif 'model' in checkpoint and isinstance(checkpoint['model'], Mapping):
@@ -68,12 +75,14 @@ def extract_state_dict(checkpoint: Mapping, use_ema: bool = False) -> 'OrderedDi
         if not torch.is_tensor(value):
             raise CheckpointMismatchError(
                 f'Checkpoint entry {key!r} is a {type(value).__name__}, not a tensor; is this a '
-                f'state dict? Top-level keys: {_names(checkpoint)}.')
+                f'state dict? Top-level keys: {format_keys(checkpoint)}.')
         out[key[len('module.'):] if key.startswith('module.') else key] = value
     return out
 
 
 def _looks_released(keys: Iterable[str]) -> bool:
+    # The top-level names of the authors' SECViT release (sec_mm.converters.secvit_release
+    # maps them); only recognised here, to point at the converter.
     return any(k.startswith(('layers.0.', 'patch_embed.proj.')) for k in keys)
 
 
@@ -108,9 +117,9 @@ def check_state_dict_fits(expected: Mapping[str, Tuple[int, ...]],
     if missing or unexpected or misshapen:
         lines = [f'The checkpoint does not fit {what}.']
         if missing:
-            lines.append(f'Missing keys ({len(missing)}): {_names(missing)}')
+            lines.append(f'Missing keys ({len(missing)}): {format_keys(missing)}')
         if unexpected:
-            lines.append(f'Unexpected keys ({len(unexpected)}): {_names(unexpected)}')
+            lines.append(f'Unexpected keys ({len(unexpected)}): {format_keys(unexpected)}')
         if misshapen:
             lines.append(f'Shape mismatches ({len(misshapen)}): {"; ".join(misshapen[:10])}')
         if _looks_released(unexpected):
@@ -183,162 +192,52 @@ def require_fitting_checkpoints(model: nn.Module) -> nn.Module:
 def load_pretrained_into(module: nn.Module,
                          checkpoint: str,
                          prefix: Optional[str] = None,
+                         adapt: Optional[Callable[[StateDict], StateDict]] = None,
                          optional_prefixes: Iterable[str] = (),
                          map_location: str = 'cpu') -> None:
-    """Load ``checkpoint`` (a path or URL mmengine can open) into ``module``, strictly.
+    """Load ``checkpoint`` into ``module``, raising unless every key fits: the one strict
+    loader of the SEC models' ``init_cfg=dict(type='Pretrained', ...)``.
+
+    mmengine's ``PretrainedInit`` only warns when keys do not fit, which could leave a silently
+    random backbone; this raises :class:`CheckpointMismatchError` naming the file, every
+    missing, unexpected or misshapen key, and the fix.
 
     Args:
-        module: The model to fill.
-        checkpoint: File to load.
-        prefix: Keep only the keys under this prefix, with it removed (e.g. ``'backbone.'``).
-        optional_prefixes: Module keys that may be absent from the checkpoint.
-        map_location: Where tensors are loaded.
+        module (nn.Module): The model to fill.
+        checkpoint (str): A path or URL mmengine can open: an OpenMMLab checkpoint
+            (``state_dict``), a converted SECViT release (``model`` / ``model_ema``) or a bare
+            state dict.
+        prefix (str, optional): Keep only the keys under this prefix, with it removed (e.g.
+            ``'backbone.'`` for a backbone inside a whole-model checkpoint).
+        adapt (callable, optional): Maps the (prefix-stripped) state dict to the module's key
+            layout before the check, e.g. drops the window-attention keys a stock Swin
+            checkpoint has and SEC attention does not use; it may log what it drops.
+        optional_prefixes (Iterable[str]): Module keys (or key prefixes) the checkpoint may
+            lack: parts the source model does not have. They keep their fresh initialisation
+            and are listed in the log.
+        map_location (str): Where tensors are loaded. Defaults to ``'cpu'``.
+
+    Raises:
+        CheckpointMismatchError: No key under ``prefix``, or keys that do not fit.
     """
     state = extract_state_dict(CheckpointLoader.load_checkpoint(checkpoint, map_location))
     if prefix:
-        if not prefix.endswith('.'):
-            prefix += '.'
+        prefix = prefix if prefix.endswith('.') else prefix + '.'
         selected = OrderedDict((k[len(prefix):], v) for k, v in state.items()
                                if k.startswith(prefix))
         if not selected:
             raise CheckpointMismatchError(
                 f'No key of {checkpoint} starts with prefix {prefix!r}; its keys start with '
-                f'{_names({k.split(".")[0] + "." for k in state})}.')
+                f'{format_keys({k.split(".")[0] + "." for k in state})}. Fix the `prefix` of the '
+                'Pretrained init_cfg.')
         state = selected
+    if adapt is not None:
+        state = adapt(state)
     expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     absent = check_state_dict_fits(expected, state, optional_prefixes,
                                    what=f'{type(module).__name__} ({checkpoint})')
     module.load_state_dict(state, strict=False)
+    # Every fresh key is listed: a reader must be able to tell what was not pretrained.
     print_log(f'Loaded {len(state)} tensors into {type(module).__name__} from {checkpoint}'
-              + (f'; newly initialised: {_names(absent)}' if absent else ''), logger='current')
-
-
-# --------------------------------------------------------------------------------------------
-# The authors' released SECViT checkpoints -> mmpretrain ImageClassifier keys.
-_STEM = {'0': '0.conv', '1': '0.bn', '3': '1.conv', '4': '1.bn', '6': '2.conv', '7': '2.bn',
-         '9': '3.conv', '10': '3.bn'}
-_BLOCK = {'pos': 'cpe', 'norm1.norm': 'norm1', 'norm2.norm': 'norm2', 'attn.qkv': 'attn.qkv',
-          'attn.lepe': 'attn.lce', 'attn.out_proj': 'attn.proj', 'ffn.fc1': 'ffn.fc1',
-          'ffn.fc2': 'ffn.fc2', 'ffn.dwconv': 'ffn.dwconv'}
-_RULES = [
-    (re.compile(r'^patch_embed\.proj\.(\d+)\.(.+)$'),
-     lambda m: f'backbone.patch_embed.{_STEM[m[1]]}.{m[2]}' if m[1] in _STEM else None),
-    (re.compile(r'^layers\.(\d+)\.blocks\.(\d+)\.gamma_([12])$'),
-     lambda m: f'backbone.stages.{m[1]}.blocks.{m[2]}.gamma{m[3]}'),
-    (re.compile(r'^layers\.(\d+)\.blocks\.(\d+)\.(.+)\.(weight|bias)$'),
-     lambda m: (f'backbone.stages.{m[1]}.blocks.{m[2]}.{_BLOCK[m[3]]}.{m[4]}'
-                if m[3] in _BLOCK else None)),
-    (re.compile(r'^layers\.(\d+)\.downsample\.reduction\.(.+)$'),
-     lambda m: f'backbone.stages.{m[1]}.downsample.conv.{m[2]}'),
-    (re.compile(r'^layers\.(\d+)\.downsample\.norm\.(.+)$'),
-     lambda m: f'backbone.stages.{m[1]}.downsample.bn.{m[2]}'),
-    (re.compile(r'^proj\.(.+)$'), lambda m: f'head.proj.{m[1]}'),
-    (re.compile(r'^norm\.(.+)$'), lambda m: f'head.norm.{m[1]}'),
-    (re.compile(r'^head\.(weight|bias)$'), lambda m: f'head.fc.{m[1]}'),
-]
-_ROPE = re.compile(r'^layers\.(\d+)\.RoPE\.angle$')
-
-
-def _rope_angle(head_dims: int) -> Tensor:
-    return (1. / 10000**torch.linspace(0, 1, head_dims // 4)).repeat_interleave(2)
-
-
-def infer_secvit_arch(released: Mapping[str, Tensor]) -> dict:
-    """Read the SECViT architecture off a released state dict.
-
-    Returns:
-        dict: ``embed_dims``, ``depths``, ``num_heads``, ``mlp_ratios``, ``layer_scales``
-        (per stage), ``head_channels`` and ``num_classes``.
-    """
-    arch = {k: [] for k in ('embed_dims', 'depths', 'num_heads', 'mlp_ratios', 'layer_scales')}
-    for i in range(4):
-        needed = [f'layers.{i}.blocks.0.norm1.norm.weight', f'layers.{i}.RoPE.angle',
-                  f'layers.{i}.blocks.0.ffn.fc1.weight']
-        absent = [k for k in needed if k not in released]
-        if absent:
-            raise CheckpointMismatchError(
-                f'Not a SECViT release state dict: it lacks {_names(absent)}.')
-        channels = released[needed[0]].shape[0]
-        head_dims = 2 * released[needed[1]].numel()
-        arch['embed_dims'].append(channels)
-        arch['depths'].append(len({
-            k.split('.')[3] for k in released if k.startswith(f'layers.{i}.blocks.')}))
-        arch['num_heads'].append(channels // head_dims)
-        arch['mlp_ratios'].append(released[needed[2]].shape[0] / channels)
-        arch['layer_scales'].append(f'layers.{i}.blocks.0.gamma_1' in released)
-    if 'proj.weight' not in released or 'head.weight' not in released:
-        raise CheckpointMismatchError('Not a SECViT release classifier: `proj.weight` or '
-                                      '`head.weight` is missing.')
-    arch['head_channels'] = released['proj.weight'].shape[0]
-    arch['num_classes'] = released['head.weight'].shape[0]
-    return arch
-
-
-def convert_secvit_state_dict(released: Mapping[str, Tensor]
-                              ) -> Tuple['OrderedDict[str, Tensor]', dict]:
-    """Convert the authors' released SECViT classifier weights to mmpretrain keys.
-
-    The result is the state dict of an ``ImageClassifier`` with a
-    :class:`~sec_mm.models.SECViT` backbone and an ``SECViTClsHead``; its ``backbone.`` part
-    loads into detection and segmentation backbones with ``prefix='backbone.'``.
-
-    Args:
-        released: The ``model`` (or ``model_ema``) entry of a released checkpoint.
-
-    Returns:
-        tuple: The converted state dict and the architecture read off the weights.
-
-    Raises:
-        CheckpointMismatchError: naming every key the converter does not know, every key the
-            target model needs and did not get, and RoPE tables that differ from the formula.
-    """
-    released = extract_state_dict(released)
-    arch = infer_secvit_arch(released)
-    converted, unknown, bad_rope = OrderedDict(), [], []
-    for key, value in released.items():
-        rope = _ROPE.match(key)
-        if rope:
-            # Derived from the head dimension and rebuilt by the model, so not stored.
-            if not torch.allclose(value.float(), _rope_angle(2 * value.numel()), rtol=1e-5):
-                bad_rope.append(key)
-            continue
-        for pattern, target in _RULES:
-            match = pattern.match(key)
-            new_key = target(match) if match else None
-            if new_key:
-                break
-        if not new_key:
-            unknown.append(key)
-            continue
-        if new_key == 'head.fc.weight' and value.dim() == 4:
-            value = value.flatten(1)  # the release's 1x1 conv classifier as a Linear
-        converted[new_key] = value
-    if unknown or bad_rope:
-        raise CheckpointMismatchError(
-            'Cannot convert this SECViT checkpoint.'
-            + (f'\nKeys the converter does not know ({len(unknown)}): {_names(unknown)}'
-               if unknown else '')
-            + (f'\nRoPE tables that differ from the released formula: {_names(bad_rope)}'
-               if bad_rope else ''))
-    check_state_dict_fits(
-        expected_secvit_classifier_keys(arch), converted,
-        what=f'an SECViT classifier of arch {arch}')
-    return converted, arch
-
-
-def expected_secvit_classifier_keys(arch: dict) -> Dict[str, Tuple[int, ...]]:
-    """Key -> shape of the mmpretrain SECViT classifier for an arch from
-    :func:`infer_secvit_arch`."""
-    from sec_mm.models.backbones.secvit import SECViT  # models import this module
-    with torch.device('meta'):
-        backbone = SECViT(arch={k: arch[k] for k in (
-            'embed_dims', 'depths', 'num_heads', 'mlp_ratios', 'layer_scales')})
-    keys = {f'backbone.{k}': tuple(v.shape) for k, v in backbone.state_dict().items()}
-    hidden, classes, channels = arch['head_channels'], arch['num_classes'], arch['embed_dims'][-1]
-    keys.update({
-        'head.proj.weight': (hidden, channels, 1, 1), 'head.proj.bias': (hidden, ),
-        'head.norm.weight': (hidden, ), 'head.norm.bias': (hidden, ),
-        'head.norm.running_mean': (hidden, ), 'head.norm.running_var': (hidden, ),
-        'head.norm.num_batches_tracked': (), 'head.fc.weight': (classes, hidden),
-        'head.fc.bias': (classes, )})
-    return keys
+              + (f'; newly initialised ({len(absent)}): {", ".join(absent)}' if absent else ''),
+              logger='current')

@@ -3,8 +3,8 @@ import re
 import pytest
 import torch
 
-from sec_mm.utils import CheckpointMismatchError, convert_secvit_state_dict
-from sec_mm.utils.checkpoint import extract_state_dict, infer_secvit_arch
+from sec_mm.converters import convert_secvit_state_dict, infer_secvit_arch
+from sec_mm.utils import CheckpointMismatchError, extract_state_dict, load_pretrained_into
 
 
 def released_state_dict_from_key_list(path):
@@ -73,3 +73,53 @@ def test_extract_state_dict_variants():
                                    use_ema=True)) == ['c']
     with pytest.raises(CheckpointMismatchError, match='EMA weights'):
         extract_state_dict({'model': weights}, use_ema=True)
+
+
+def tiny_model():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.LayerNorm(3))
+    model.extra = torch.nn.Linear(3, 1)  # a part the source model does not have
+    return model
+
+
+def test_load_pretrained_into_layouts_prefix_adapt_and_optional_keys(tmp_path):
+    source = tiny_model()
+    weights = {k: torch.randn_like(v) for k, v in source.state_dict().items()
+               if not k.startswith('extra.')}
+    # A whole-model OpenMMLab file with the keys under `backbone.` and renamed ...
+    mm_file = tmp_path / 'mm.pth'
+    torch.save({'state_dict': {f'backbone.old{k}': v for k, v in weights.items()}}, mm_file)
+    model, seen = tiny_model(), []
+
+    def adapt(state):
+        seen.append(sorted(state))
+        return {k[len('old'):]: v for k, v in state.items()}
+
+    fresh_extra = model.extra.weight.detach().clone()
+    load_pretrained_into(model, str(mm_file), prefix='backbone', adapt=adapt,
+                         optional_prefixes=['extra.'])
+    assert seen == [sorted(f'old{k}' for k in weights)]  # adapt sees the prefix stripped
+    for key, value in weights.items():
+        torch.testing.assert_close(model.state_dict()[key], value)
+    torch.testing.assert_close(model.extra.weight, fresh_extra)  # optional: kept as it was
+    # ... and a release-layout file (`model`, DataParallel `module.` keys).
+    release_file = tmp_path / 'release.pth'
+    torch.save({'model': {f'module.{k}': v for k, v in weights.items()}}, release_file)
+    model = tiny_model()
+    load_pretrained_into(model, str(release_file), optional_prefixes=['extra.'])
+    torch.testing.assert_close(model[0].weight, weights['0.weight'])
+
+
+def test_load_pretrained_into_names_the_file_the_keys_and_the_fix(tmp_path):
+    path = tmp_path / 'ckpt.pth'
+    weights = {k: v for k, v in tiny_model().state_dict().items() if k != '1.bias'}
+    torch.save({'state_dict': {f'backbone.{k}': v for k, v in weights.items()}}, path)
+    with pytest.raises(CheckpointMismatchError,
+                       match=rf"No key of {re.escape(str(path))} starts with prefix 'neck\.'"
+                       r'(.|\n)*backbone\.(.|\n)*Fix the `prefix`'):
+        load_pretrained_into(tiny_model(), str(path), prefix='neck.')
+    with pytest.raises(CheckpointMismatchError,
+                       match=rf'Sequential \({re.escape(str(path))}\)(.|\n)*Missing keys '
+                       r'\(1\): 1\.bias\nCheck the arch and the `prefix`'):
+        load_pretrained_into(tiny_model(), str(path), prefix='backbone.')
+    with pytest.raises(CheckpointMismatchError, match=r"add prefix='backbone\.'"):
+        load_pretrained_into(tiny_model(), str(path))

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
+from sec_mm.converters import convert_secvit_state_dict
 from sec_mm.models import SECViT
-from sec_mm.utils.checkpoint import (CheckpointMismatchError, convert_secvit_state_dict,
-                                     extract_state_dict)
+from sec_mm.utils import CheckpointMismatchError, extract_state_dict
 
 
 def parse_args(argv=None):

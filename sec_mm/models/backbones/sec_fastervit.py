@@ -16,9 +16,8 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from sec_mm.models.layers import SECMultiheadAttention
-from sec_mm.utils.checkpoint import pop_pretrained_cfg
-from .cluster_setting import expand_cluster_setting
-from .stock_checkpoint import load_stock_checkpoint
+from sec_mm.models.utils import expand_cluster_setting
+from sec_mm.utils.checkpoint import load_pretrained_into, pop_pretrained_cfg
 
 #: The extra that provides FasterViT (setup.py ``extras_require['fastervit']``).
 FASTERVIT_EXTRA = 'pip install "sec_mm[fastervit]" (fastervit==1.0.0, timm==1.0.31)'
@@ -402,7 +401,8 @@ class SECFasterViT(BaseModule):
         self.init_cfg = init_cfg
         if pretrained is not None:
             new_parts = [k for k in self.state_dict() if '.attn.lce.' in k]
-            load_stock_checkpoint(self, pretrained, self._adapt_checkpoint, new_parts)
+            load_pretrained_into(self, pretrained['checkpoint'], prefix=pretrained.get('prefix'),
+                                 adapt=self._adapt_checkpoint, optional_prefixes=new_parts)
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         if x.dim() != 4 or x.shape[1] != self.in_channels:

@@ -6,11 +6,9 @@ from mmpretrain.models.backbones import SwinTransformer
 from torch import Tensor
 
 from sec_mm.models.layers import SECMultiheadAttention
-from sec_mm.utils.checkpoint import (CheckpointMismatchError, pop_pretrained_cfg,
-                                     require_fitting_state_dict)
-from .argument_checks import check_out_indices
-from .cluster_setting import expand_cluster_setting
-from .stock_checkpoint import load_stock_checkpoint
+from sec_mm.models.utils import check_out_indices, expand_cluster_setting
+from sec_mm.utils.checkpoint import (CheckpointMismatchError, load_pretrained_into,
+                                     pop_pretrained_cfg, require_fitting_state_dict)
 
 # Parameters and buffers of window attention that SEC attention has no counterpart for.
 WINDOW_ONLY_KEYS = ('relative_position_bias_table', 'relative_position_index', 'attn_mask')
@@ -154,7 +152,9 @@ class SECSwinTransformer(SwinTransformer):
         super().init_weights()
         self.init_cfg = init_cfg
         if pretrained is not None:
-            load_stock_checkpoint(self, pretrained, self._adapt_checkpoint, self._new_parts())
+            load_pretrained_into(self, pretrained['checkpoint'], prefix=pretrained.get('prefix'),
+                                 adapt=self._adapt_checkpoint,
+                                 optional_prefixes=self._new_parts())
 
     def _new_parts(self) -> List[str]:
         # What a stock Swin checkpoint lacks: LCE, and output norms of other out_indices.

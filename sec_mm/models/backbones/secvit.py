@@ -13,11 +13,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from sec_mm.models.layers import SECViTBlock
 from sec_mm.models.layers.memory_format import channels_last_conv_weights
+from sec_mm.models.utils import (check_int, check_out_indices, check_positive_number,
+                                 check_probability, expand_cluster_setting, is_int)
 from sec_mm.utils.checkpoint import (load_pretrained_into, pop_pretrained_cfg,
                                      require_fitting_state_dict)
-from .argument_checks import (check_int, check_out_indices, check_positive_number,
-                              check_probability, is_int)
-from .cluster_setting import expand_cluster_setting
 
 
 @contextlib.contextmanager

@@ -5,10 +5,9 @@ from mmpretrain.models.backbones import VisionTransformer
 from torch import Tensor
 
 from sec_mm.models.layers import SECMultiheadAttention
-from sec_mm.utils.checkpoint import pop_pretrained_cfg, require_fitting_state_dict
-from .argument_checks import check_out_indices
-from .cluster_setting import expand_cluster_setting
-from .stock_checkpoint import load_stock_checkpoint
+from sec_mm.models.utils import check_out_indices, expand_cluster_setting
+from sec_mm.utils.checkpoint import (load_pretrained_into, pop_pretrained_cfg,
+                                     require_fitting_state_dict)
 
 
 class SECVisionTransformer(VisionTransformer):
@@ -124,4 +123,5 @@ class SECVisionTransformer(VisionTransformer):
         super().init_weights()
         self.init_cfg = init_cfg
         if pretrained is not None:
-            load_stock_checkpoint(self, pretrained, self._adapt_checkpoint, self.NEW_PARTS)
+            load_pretrained_into(self, pretrained['checkpoint'], prefix=pretrained.get('prefix'),
+                                 adapt=self._adapt_checkpoint, optional_prefixes=self.NEW_PARTS)

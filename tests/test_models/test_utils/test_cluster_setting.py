@@ -1,7 +1,7 @@
 """expand_cluster_setting: the num_clusters / cluster_size argument of the SEC backbones."""
 import pytest
 
-from sec_mm.models.backbones.cluster_setting import expand_cluster_setting
+from sec_mm.models.utils import expand_cluster_setting
 
 
 def test_values_per_stage():
