@@ -205,3 +205,71 @@ def test_graph_resolves_relative_and_function_level_imports(tmp_path):
     assert graph['pkg.utils.ckpt'] == {'pkg.models', 'pkg.models.net'}
     assert find_cycle(graph) == ['pkg.models', 'pkg.models.net', 'pkg.utils.ckpt',
                                  'pkg.models']
+
+
+# Tools and tests use sec_mm's public API: a `_name` of a sec_mm module is free to change.
+
+REPO_DIR = PACKAGE_DIR.parent
+
+
+def is_private(name: str) -> bool:
+    return name.startswith('_') and not (name.startswith('__') and name.endswith('__'))
+
+
+def private_uses(source: str, modules: Dict[str, Path]) -> List[str]:
+    """``_names`` of sec_mm modules that ``source`` imports or reads as attributes.
+
+    Catches ``from sec_mm.x import _y``, and ``m._y`` where ``m`` is bound to a sec_mm module
+    (``import sec_mm.x as m``, ``from sec_mm import x as m``, or the ``sec_mm.x._y`` chain).
+    """
+    tree = ast.parse(source)
+    found, module_aliases = [], {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or '').split('.')[0] == 'sec_mm':
+            for alias in node.names:
+                if is_private(alias.name):
+                    found.append(f'{node.module}.{alias.name}')
+                elif f'{node.module}.{alias.name}' in modules:
+                    module_aliases[alias.asname or alias.name] = f'{node.module}.{alias.name}'
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split('.')[0] == 'sec_mm':
+                    module_aliases[alias.asname or alias.name.split('.')[0]] = \
+                        alias.name if alias.asname else 'sec_mm'
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and is_private(node.attr):
+            chain, value = [node.attr], node.value
+            while isinstance(value, ast.Attribute):
+                chain.append(value.attr)
+                value = value.value
+            if isinstance(value, ast.Name) and value.id in module_aliases:
+                found.append('.'.join([module_aliases[value.id], *reversed(chain)]))
+    return found
+
+
+def test_private_use_finder_on_examples():
+    modules = module_names(PACKAGE_DIR)
+    source = textwrap.dedent("""
+        import sec_mm.ops.sec_attention as op
+        from sec_mm.ops import attention as dense
+        from sec_mm.ops.sec_attention import _hidden, sec_order
+        import sec_mm
+        op._inner(1)
+        dense._flag
+        sec_mm.ops._thing
+        sec_order.__doc__
+        sec_mm.__version__
+        """)
+    assert sorted(private_uses(source, modules)) == sorted([
+        'sec_mm.ops.sec_attention._hidden', 'sec_mm.ops.sec_attention._inner',
+        'sec_mm.ops.attention._flag', 'sec_mm.ops._thing'])
+
+
+def test_tools_and_tests_use_public_names_only():
+    modules = module_names(PACKAGE_DIR)
+    offending = []
+    for folder in ('tools', 'tests', 'benchmarks'):
+        for path in sorted((REPO_DIR / folder).rglob('*.py')):
+            offending += [f'{path.relative_to(REPO_DIR)}: {name}'
+                          for name in private_uses(path.read_text(), modules)]
+    assert not offending, 'private sec_mm names used by tools or tests:\n' + '\n'.join(offending)
