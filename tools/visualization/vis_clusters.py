@@ -38,7 +38,7 @@ from matplotlib import colormaps
 from torch import Tensor
 
 from sec_mm.models.layers import SECAttention, SECMultiheadAttention
-from sec_mm.ops import resolve_num_clusters, sec_cluster_sizes
+from sec_mm.ops import sec_cluster_sizes
 from sec_mm.utils.launch import load_config
 from sec_mm.utils.setup_env import codebase_of, register_checkpoint_safe_globals
 
@@ -285,7 +285,7 @@ def compute_cluster_maps(model: nn.Module, inputs: Tensor, layers: Sequence[str]
         if grid is None or grid[0] * grid[1] != num_tokens[name]:
             raise RuntimeError(f'Cannot tell the token grid of {name}: {num_tokens[name]} '
                                f'image tokens, grid {grid}.')
-        count = resolve_num_clusters(grid[0] * grid[1], attn.num_clusters, attn.cluster_size)
+        count = attn.clusters_for(grid[0] * grid[1])
         if name in orders:
             ids = reduce_heads(cluster_ids(orders[name][0], count), head)
         else:  # one cluster: global attention, no order
