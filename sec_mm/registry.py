@@ -19,8 +19,7 @@ from . import models
 from .utils.amp import CPUAmpOptimWrapper
 from .utils.atomic_checkpoint import (ATOMIC_BACKEND, AtomicCheckpointHook,
                                       AtomicLocalBackend)
-
-CODEBASES = ('mmpretrain', 'mmdet', 'mmseg')
+from .utils.setup_env import CODEBASES
 
 
 def installed_model_registries() -> List[Registry]:

@@ -1,5 +1,3 @@
-import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,16 +21,6 @@ def reference_dir() -> Path:
     return path
 
 
-def load_toy_dataset_module():
-    """tools/misc/make_toy_datasets.py as a module (tools/ is not a package)."""
-    import importlib.util
-    path = REPO_ROOT / 'tools' / 'misc' / 'make_toy_datasets.py'
-    spec = importlib.util.spec_from_file_location('make_toy_datasets', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 # Small enough for CPU tests, large enough for SECViT's four strides and a few objects.
 TOY_DATA_SETTINGS = dict(num_train=6, num_val=4, image_size=128, seed=0)
 
@@ -41,10 +29,23 @@ TOY_DATA_SETTINGS = dict(num_train=6, num_val=4, image_size=128, seed=0)
 def toy_data_root(tmp_path_factory) -> Path:
     """A folder with ``toy_coco``, ``toy_ade`` and ``toy_imagenet`` (see
     tools/misc/make_toy_datasets.py): ``TOY_DATA_SETTINGS`` images, made once per session."""
-    module = load_toy_dataset_module()
+    from tool_helpers import load_tool
+    module = load_tool('misc/make_toy_datasets.py')
     root = tmp_path_factory.mktemp('toy_data')
     module.make_toy_datasets(module.KINDS, root, **TOY_DATA_SETTINGS)
     return root
+
+
+@pytest.fixture(scope='module')
+def single_thread():
+    """One intra-op thread for a module's tests, restored afterwards: small inputs are
+    latency-bound, and OpenMP threads spinning on shared cores only slow them down. A module
+    takes it with ``pytestmark = pytest.mark.usefixtures('single_thread')``."""
+    import torch
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope='session')

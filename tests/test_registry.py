@@ -6,8 +6,7 @@ import torch
 
 import sec_mm  # noqa: F401
 from sec_mm.models import SECAttention, SECViT
-
-CODEBASES = ['mmpretrain', 'mmdet', 'mmseg']
+from sec_mm.utils.setup_env import CODEBASES
 
 
 @pytest.mark.parametrize('codebase', CODEBASES)

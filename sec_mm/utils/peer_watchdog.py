@@ -110,7 +110,7 @@ class PeerWatchdog:
             while not self._stop.is_set():
                 store.add(f'beat/{self.rank}', 1)
                 if store.check(['lost']):
-                    self._end(f'Stopping: {store.get("lost").decode()}')
+                    self.end_process(f'Stopping: {store.get("lost").decode()}')
                 now = time.monotonic()
                 if now - last_round > 3 * self.interval:
                     # This process itself was paused (suspended job, debugger): the silence
@@ -129,21 +129,30 @@ class PeerWatchdog:
                                    f'env_cfg.peer_timeout={self.timeout:g} s): it or its node '
                                    'is gone')
                         store.set('lost', f'{message} (noticed by rank {self.rank}).')
-                        self._end(f'{message}. Stopping this process (rank {self.rank}) '
+                        self.end_process(f'{message}. Stopping this process (rank {self.rank}) '
                                   'instead of waiting for the collective timeout.')
                 self._stop.wait(self.interval)
         except Exception as error:  # the store itself is gone: so is node 0's launcher
             if not self._stop.is_set() and 0 not in finished:
-                self._end(f'Lost the job\'s store at {self.host}:{self.port} (node 0) for '
+                self.end_process(f'Lost the job\'s store at {self.host}:{self.port} (node 0) for '
                           f'over {self.timeout:g} s ({type(error).__name__}: {error}). '
                           f'Stopping this process (rank {self.rank}).')
 
-    def _end(self, message: str) -> None:
+    def end_process(self, message: str) -> None:
+        """Log ``message`` and end this process at once, with exit code 1.
+
+        Called from the watchdog thread when a peer is lost; a subclass may record the
+        message instead (the tests do).
+        """
         print_log(message, logger='current', level=logging.ERROR)
         for handler in MMLogger.get_current_instance().handlers:
             handler.flush()
         sys.stderr.flush()
         os._exit(_EXIT_CODE)
+
+    def stop(self) -> None:
+        """Stop beating without telling the others: to them this rank goes silent."""
+        self._stop.set()
 
     # -- the end of this process -----------------------------------------------------------
     def finish(self, error: Optional[BaseException] = None) -> None:

@@ -9,7 +9,8 @@
   ``copyreg`` reducer), and exactly the classes that then remain are registered as safe
   (narrower than ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``, which turns the protection off).
   ``import sec_mm`` calls it, so a config's ``custom_imports`` is enough for the stock tools.
-- :func:`codebase_of`: which OpenMMLab codebase a config belongs to.
+- :func:`codebase_of`: which OpenMMLab codebase a config belongs to, one of
+  :data:`CODEBASES`.
 """
 import copyreg
 import importlib
@@ -24,7 +25,9 @@ from sec_mm.ops.compat import add_safe_globals
 __all__ = ['CODEBASES', 'checkpoint_safe_globals', 'register_checkpoint_safe_globals',
            'codebase_of']
 
-CODEBASES = ('mmdet', 'mmseg', 'mmpretrain')
+# The OpenMMLab codebases sec_mm registers into and reads configs of, in registration order:
+# mmpretrain first, since SEC-Swin and SEC-DeiT subclass its backbones.
+CODEBASES = ('mmpretrain', 'mmdet', 'mmseg')
 
 
 def checkpoint_safe_globals() -> List[object]:

@@ -15,13 +15,13 @@ Usage::
     runner.train()  # one training iteration, then one validation pass
 """
 import copy
-import importlib.util
 import inspect
 from pathlib import Path
 from typing import Any, Callable, Union
 
 from mmengine.config import Config
 from mmengine.runner import Runner
+from tool_helpers import load_tool
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,10 +33,7 @@ _SIZE_KEYS = ('scale', 'scales', 'crop_size')
 
 def toy_classes():
     """``(CLASSES, SEG_CLASSES)`` of the toy generator in ``tools/misc``."""
-    path = REPO_ROOT / 'tools' / 'misc' / 'make_toy_datasets.py'
-    spec = importlib.util.spec_from_file_location('make_toy_datasets', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_tool('misc/make_toy_datasets.py')
     return tuple(module.CLASSES), tuple(module.SEG_CLASSES)
 
 

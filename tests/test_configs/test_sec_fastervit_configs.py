@@ -2,7 +2,6 @@
 import math
 
 import pytest
-import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 from shrink import shrink_config
@@ -14,14 +13,7 @@ CONFIGS = ['configs/classification/sec_fastervit/sec-fastervit-0_8xb128_in1k.py'
            'configs/classification/sec_fastervit/sec-fastervit-1_8xb128_in1k.py']
 
 
-@pytest.fixture(scope='module', autouse=True)
-def single_thread():
-    """Small-image runs are latency-bound: one intra-op thread avoids OpenMP spinning on the
-    shared cores; restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 @pytest.mark.e2e

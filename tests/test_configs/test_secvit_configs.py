@@ -69,14 +69,7 @@ def _build_on_meta(cfg: Config) -> torch.nn.Module:
         return registry.build(copy.deepcopy(cfg.model))
 
 
-@pytest.fixture(scope='module', autouse=True)
-def single_thread():
-    """Small-image runs are latency-bound; one intra-op thread avoids OpenMP spinning on the
-    two shared cores (about 10x faster here under load), and is restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 def test_parameter_counts_match_the_papers():

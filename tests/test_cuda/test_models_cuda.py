@@ -6,7 +6,7 @@ import sec_mm  # noqa: F401  (registers the models)
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(),
-    reason='needs a CUDA GPU (torch.cuda.is_available() is False on this machine)')
+    reason='no CUDA GPU visible (torch.cuda.is_available() is False)')
 
 BACKBONES = {
     'secvit-t': dict(type='SECViT', arch='t', out_indices=(0, 1, 2, 3), drop_path_rate=0.1),

@@ -7,7 +7,7 @@ from sec_mm.ops.reference import sec_attention_reference
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(),
-    reason='needs a CUDA GPU (torch.cuda.is_available() is False on this machine)')
+    reason='no CUDA GPU visible (torch.cuda.is_available() is False)')
 
 # Largest deviations from the float64 result: float32 rounding; 10 / 8 mantissa bits.
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 6e-2}

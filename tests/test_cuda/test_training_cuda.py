@@ -17,7 +17,7 @@ CONFIGS = {
 pytestmark = [
     pytest.mark.skipif(
         not torch.cuda.is_available(),
-        reason='needs a CUDA GPU (torch.cuda.is_available() is False on this machine)'),
+        reason='no CUDA GPU visible (torch.cuda.is_available() is False)'),
     pytest.mark.mmcv_ops, pytest.mark.e2e,
 ]
 

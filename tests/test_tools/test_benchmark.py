@@ -1,23 +1,15 @@
 """tools/analysis_tools/benchmark.py: a tiny CPU run through the command line, its table and
 its section of the results file; the section update and bad arguments."""
-import importlib.util
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from tool_helpers import load_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / 'tools' / 'analysis_tools' / 'benchmark.py'
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location('benchmark', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def table_rows(text: str, first_header: str):
@@ -92,7 +84,7 @@ def test_cpu_run_writes_table(tmp_path):
 
 
 def test_section_is_replaced_and_others_kept(tmp_path):
-    tool = load_tool()
+    tool = load_tool('analysis_tools/benchmark.py')
     out = tmp_path / 'results.md'
     tool.write_section(out, 'GPU X, autocast float16, NCHW',
                        tool.begin_marker('GPU X, autocast float16, NCHW') + '\nfp16 old\n' +
@@ -116,7 +108,7 @@ def test_section_is_replaced_and_others_kept(tmp_path):
     (['--device', 'cpu', '--batch', '0'], '--batch 0: must be at least 1'),
 ])
 def test_bad_arguments(argv, message, capsys):
-    tool = load_tool()
+    tool = load_tool('analysis_tools/benchmark.py')
     with pytest.raises(SystemExit) as error:
         tool.parse_args(argv)
     assert error.value.code == 2
@@ -124,7 +116,7 @@ def test_bad_arguments(argv, message, capsys):
 
 
 def test_defaults_follow_the_device():
-    tool = load_tool()
+    tool = load_tool('analysis_tools/benchmark.py')
     cpu = tool.parse_args(['--device', 'cpu'])
     assert (cpu.batch, cpu.dense_shapes, cpu.warmup, cpu.iters) == (
         4, [(1, 512, 512), (1, 320, 544)], 1, 5)

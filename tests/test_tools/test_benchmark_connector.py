@@ -1,17 +1,14 @@
-import importlib.util
 from pathlib import Path
 
 import pytest
+from tool_helpers import load_tool
 
 TOOL = Path(__file__).resolve().parents[2] / 'tools' / 'analysis_tools' / 'benchmark_connector.py'
 
 
 @pytest.fixture(scope='module')
 def bench():
-    spec = importlib.util.spec_from_file_location('benchmark_connector', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('analysis_tools/benchmark_connector.py')
 
 
 def test_section_is_replaced_and_other_sections_kept(bench, tmp_path):

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from net_helpers import free_port
+from process_helpers import alive
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = REPO / 'tools'
@@ -35,15 +36,6 @@ def workspace(tmp_path_factory, toy_data_root) -> Path:
     root = tmp_path_factory.mktemp('faults')
     (root / 'data').symlink_to(toy_data_root, target_is_directory=True)
     return root
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (an unreaped zombie has ended)."""
-    try:
-        stat = Path(f'/proc/{pid}/stat').read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
 
 
 def processes_of(run_id: str) -> list:
@@ -249,7 +241,7 @@ def worker_pids(run: Run) -> list:
 @pytest.mark.e2e
 @pytest.mark.parametrize('fault', ['killed', 'frozen'])
 def test_a_lost_peer_on_another_node_ends_the_run_in_bounded_time(workspace, fault):
-    """Two torchrun "nodes" on this machine, one training process each. Node 1's process is
+    """Two torchrun "nodes" on one host, one training process each. Node 1's process is
     killed (its sockets close) or frozen (nothing more comes from it, as from a crashed or
     unreachable machine); node 0 must end non-zero within the limit, naming rank 1."""
     limit = 10

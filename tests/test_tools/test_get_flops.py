@@ -5,21 +5,13 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOL = REPO_ROOT / 'tools' / 'analysis_tools' / 'get_flops.py'
 CONFIG = REPO_ROOT / 'configs' / 'classification' / 'secvit' / 'secvit-t_8xb128_in1k.py'
 
 
-@pytest.fixture(scope='module', autouse=True)
-def single_thread():
-    """Tracing small inputs is latency-bound: one intra-op thread avoids OpenMP spinning on
-    the two shared cores; restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 def _run_tool(args, monkeypatch, capsys) -> str:

@@ -1,15 +1,12 @@
 """tools/misc/learning_proof.py: reading mmengine's scalar logs and drawing the curves."""
-import importlib.util
 import json
 import os
 from pathlib import Path
 
 import pytest
+from tool_helpers import load_tool
 
-_spec = importlib.util.spec_from_file_location(
-    'learning_proof', Path(__file__).resolve().parents[2] / 'tools/misc/learning_proof.py')
-proof = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(proof)
+proof = load_tool('misc/learning_proof.py')
 
 
 def write_scalars(run_dir: Path, records) -> None:

@@ -1,5 +1,4 @@
 """tools/misc/make_toy_datasets.py: real formats read by the stock dataset classes."""
-import importlib.util
 import json
 from collections import Counter
 from pathlib import Path
@@ -7,12 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
+from tool_helpers import load_tool
 
-_spec = importlib.util.spec_from_file_location(
-    'make_toy_datasets',
-    Path(__file__).resolve().parents[2] / 'tools' / 'misc' / 'make_toy_datasets.py')
-toy = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(toy)
+toy = load_tool('misc/make_toy_datasets.py')
 
 
 def settings(root: Path) -> dict:

@@ -18,6 +18,7 @@ from mmengine.registry import DefaultScope
 from sec_mm.models.layers.rope import split_qkv_with_rope
 from sec_mm.models.layers import SECAttention
 from sec_mm.ops import resolve_num_clusters, sec_cluster_sizes, sec_order
+from tool_helpers import load_tool
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOL = REPO_ROOT / 'tools' / 'deployment' / 'pytorch2onnx.py'
@@ -43,25 +44,10 @@ SIZES = [(224, 224), (200, 232)]
 ATOL = 1e-4
 
 
-def _load_script(path: Path):
-    """A script of tools/ (not a package) as a module."""
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+tool = load_tool('deployment/pytorch2onnx.py')
 
 
-tool = _load_script(TOOL)
-
-
-@pytest.fixture(scope='module', autouse=True)
-def single_thread():
-    """Small graphs are latency-bound: one intra-op thread avoids OpenMP spinning on shared
-    cores; restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 def _write_config(path: Path, base: Path, model: str) -> Path:
@@ -156,7 +142,7 @@ def _session(path):
 
 def _toy_image(seed: int = 3, size: int = 256) -> np.ndarray:
     """An RGB toy scene (shapes on a textured background) from tools/misc."""
-    toy = _load_script(REPO_ROOT / 'tools' / 'misc' / 'make_toy_datasets.py')
+    toy = load_tool('misc/make_toy_datasets.py')
     return toy.render_scene(np.random.default_rng(seed), size, 4)[0]
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import sec_mm  # noqa: F401  (what custom_imports does; nothing else is set up here)
+from sec_mm.utils.setup_env import CODEBASES
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 128  # the toy_data_root images
@@ -109,7 +110,7 @@ def toy_image(toy_data_root) -> str:
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize('codebase', ['mmdet', 'mmseg', 'mmpretrain'])
+@pytest.mark.parametrize('codebase', CODEBASES)
 def test_stock_test_py_evaluates_our_checkpoint(codebase, checkpoints, workspace):
     log = run([sys.executable, stock_test_py(codebase), CONFIGS[codebase],
                checkpoints(codebase), '--work-dir', workspace / f'test_{codebase}',

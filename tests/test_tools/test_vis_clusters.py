@@ -1,5 +1,4 @@
 """tools/visualization/vis_clusters.py on a tiny SECViT classifier (random weights)."""
-import importlib.util
 from pathlib import Path
 
 import cv2
@@ -10,6 +9,7 @@ import torch.nn.functional as F
 
 from sec_mm.models.layers import apply_rope
 from sec_mm.ops import sec_cluster_sizes
+from tool_helpers import load_tool
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOL = REPO_ROOT / 'tools' / 'visualization' / 'vis_clusters.py'
@@ -19,16 +19,9 @@ GRIDS = [(18, 22), (9, 11), (5, 6), (3, 3)]
 CLUSTERS = [32, 8, 2, 1]
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location('vis_clusters', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope='module')
 def tool():
-    return load_tool()
+    return load_tool('visualization/vis_clusters.py')
 
 
 @pytest.fixture(scope='module')

@@ -27,7 +27,7 @@ STOCK_UPERNET = (Path(mmseg.__file__).parent / '.mim' / 'configs' / 'upernet' /
 
 @pytest.fixture
 def pretend_cuda(monkeypatch):
-    """Take the CUDA branch of our helpers on this CPU machine (only our own logic runs)."""
+    """Take the CUDA branch of our helpers without a GPU (only our own logic runs)."""
     monkeypatch.setattr(dist_utils, 'cuda_available', lambda: True)
     monkeypatch.setattr(torch_dist, 'is_nccl_available', lambda: True)
 

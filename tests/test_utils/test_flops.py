@@ -14,14 +14,7 @@ from sec_mm.utils.flops import flop_analyzer, model_complexity
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope='module', autouse=True)
-def single_thread():
-    """Tracing small inputs is latency-bound: one intra-op thread avoids OpenMP spinning on
-    the two shared cores; restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 def attention_macs(num_tokens: int, num_clusters: int, channels: int) -> int:

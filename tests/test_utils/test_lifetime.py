@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from process_helpers import alive
 from sec_mm.utils.lifetime import LAUNCHER_PID_ENV
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,15 +37,6 @@ LAUNCHER = textwrap.dedent('''
     subprocess.Popen([sys.executable, '-c', sys.argv[1], sys.argv[2]], start_new_session=True)
     time.sleep(600)
 ''')
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (an unreaped zombie has ended)."""
-    try:
-        stat = Path(f'/proc/{pid}/stat').read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
 
 
 def wait_until_gone(pids, timeout=10.) -> list:

@@ -117,10 +117,11 @@ BY_NAME = r'''
 import json, sys
 import sec_mm
 import mmpretrain
+from mmpretrain.apis import ModelHub
 model = mmpretrain.get_model('secvit-t_8xb128_in1k')
 result = mmpretrain.inference_model('secvit-t_8xb128_in1k', sys.argv[1])
 print(json.dumps(dict(
-    sec_mm=sec_mm.__file__, config=model._config.filename,
+    sec_mm=sec_mm.__file__, config=ModelHub.get('secvit-t_8xb128_in1k').config.filename,
     secvit=mmpretrain.list_models('*secvit*'), backbone=type(model.backbone).__name__,
     scores=list(result['pred_scores'].shape), pred_class=result['pred_class'])))
 '''

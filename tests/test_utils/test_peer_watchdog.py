@@ -19,9 +19,9 @@ class Recorded(PeerWatchdog):
         super().__init__(*args, **kwargs)
         self.ended = []
 
-    def _end(self, message):
+    def end_process(self, message):
         self.ended.append(message)
-        self._stop.set()  # the thread's loop ends
+        self.stop()  # the thread's loop ends
 
 
 STARTED = []
@@ -57,7 +57,7 @@ def test_a_silent_rank_is_named_within_the_limit(store):
     rank0.start()
     rank1.start()
     time.sleep(0.5)
-    rank1._stop.set()  # rank 1 goes silent without a word, as a frozen or dead process
+    rank1.stop()  # rank 1 goes silent without a word, as a frozen or dead process
     start = time.monotonic()
     assert wait_for(lambda: rank0.ended, timeout=5)
     assert time.monotonic() - start < 1. + 3 * rank0.interval
@@ -73,7 +73,7 @@ def test_a_finished_rank_is_not_missed_and_a_failed_one_stops_the_others(store):
     rank1.finish()  # done: it may go quiet
     time.sleep(2.5)
     assert rank0.ended == []
-    rank0._stop.set()
+    rank0.stop()
 
     rank0, rank1 = pair(store)
     rank0.namespace = rank1.namespace = f'second{store}/'  # a second run

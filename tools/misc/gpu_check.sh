@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The CUDA tests and the GPU benchmark in one go, for a lent GPU machine (see DEVELOPERS.md).
+# The CUDA tests and the GPU benchmark in one go, for a GPU machine without network (see
+# DEVELOPERS.md).
 #
-# That machine has Python 3.12 and torch with CUDA, but no OpenMMLab packages and no network:
+# Such a machine has Python and torch with CUDA, but no OpenMMLab packages and no network:
 # their pure-Python wheels travel with the working tree in the git-ignored .device_wheels/.
 #
 #   bash tools/misc/gpu_check.sh --prepare [WHEEL_DIR]  # here: fill .device_wheels/
@@ -14,8 +15,8 @@
 # under fp16 and under bf16 autocast (batch 64 at 224, 2x800x1344 and 2x512x512), each step
 # under its own time limit: at most about 7.5 minutes in all. The CPU dry run benchmarks bf16
 # only (CPU float16 is very slow) under CPU-sized limits. Everything is printed; the log, the
-# pytest report and benchmarks/results.md with the new sections go to $OUT (the device tool's
-# output folder; default /tmp/sec_mm_gpu_check). The exit status is non-zero if a step failed.
+# pytest report and benchmarks/results.md with the new sections go to $OUT (default
+# /tmp/sec_mm_gpu_check). The exit status is non-zero if a step failed.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 WHEELS=$ROOT/.device_wheels

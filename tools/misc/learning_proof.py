@@ -11,8 +11,8 @@
 Each run goes through ``tools/dist_train.sh`` (validation at the config's interval), then
 the loss and metric curves are drawn from the run's ``vis_data/scalars.json`` into
 ``<out-dir>/learning_proof_<task>.png`` and the final numbers and wall time are printed and
-written to ``<out-dir>/learning_proof_<task>.json``. A benchmark, not a test: each run takes
-up to half an hour on a 2-core CPU.
+written to ``<out-dir>/learning_proof_<task>.json``. A benchmark, not a test: each run trains
+for hundreds of iterations (the README has the times on CPU).
 """
 import argparse
 import json
@@ -141,7 +141,7 @@ def run_task(task: str, args) -> dict:
                   best=best, target=spec['target'],
                   reached=final[spec['main_metric']] >= spec['target'])
     title = (f"SECViT-T {'Mask R-CNN / toy COCO' if task == 'det' else 'UperNet / toy ADE'}"
-             f" from scratch: {minutes:.1f} min on {args.gpus} CPU processes")
+             f" from scratch: {minutes:.1f} min on {args.gpus} processes")
     plot_curves(records, task, out_dir / f'learning_proof_{task}.png', title)
     result_file.write_text(json.dumps(result, indent=2) + '\n')
     return result

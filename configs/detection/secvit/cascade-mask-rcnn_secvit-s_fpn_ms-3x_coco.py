@@ -5,7 +5,9 @@ _base_ = [
     'mmdet::_base_/models/cascade-mask-rcnn_r50_fpn.py',
     'mmdet::_base_/datasets/coco_instance.py',
     'mmdet::_base_/schedules/schedule_1x.py',
-    'mmdet::_base_/default_runtime.py'
+    'mmdet::_base_/default_runtime.py',
+    '../../_base_/secvit_dense_backbone.py',
+    '../../_base_/secvit_adamw.py'
 ]
 custom_imports = dict(imports=['sec_mm'], allow_failed_imports=False)
 
@@ -14,21 +16,12 @@ stage_target_stds = [[0.1, 0.1, 0.2, 0.2], [0.05, 0.05, 0.1, 0.1],
                      [0.033, 0.033, 0.067, 0.067]]
 model = dict(
     backbone=dict(
+        _base_.secvit_backbone,
         _delete_=True,
-        type='SECViT',
         arch='s',
-        num_clusters=(32, 8, 2, -1),
         drop_path_rate=0.15,
-        out_indices=(0, 1, 2, 3),
-        out_norm_cfg=dict(type='LN2d', eps=1e-6),
-        # Stem and downsample BatchNorms synchronised over GPUs, as in the authors' dense
-        # prediction code (2 images per GPU); our tools run them as BN on CPU.
-        norm_cfg=dict(type='SyncBN', requires_grad=True),
-        # The ImageNet-1k weights converted to mmpretrain keys (see the README).
         init_cfg=dict(
-            type='Pretrained',
-            checkpoint='checkpoints/secvit-s_in1k_mm.pth',
-            prefix='backbone.')),
+            _base_.secvit_backbone.init_cfg, checkpoint='checkpoints/secvit-s_in1k_mm.pth')),
     neck=dict(in_channels=[64, 128, 256, 512]),
     roi_head=dict(bbox_head=[
         dict(
@@ -66,10 +59,8 @@ train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 
 # AdamW, lr 1e-4, weight decay 0.05, no weight decay on normalization layers.
 optim_wrapper = dict(
-    type='OptimWrapper',
-    optimizer=dict(
-        _delete_=True, type='AdamW', lr=0.0001, betas=(0.9, 0.999), weight_decay=0.05),
-    paramwise_cfg=dict(norm_decay_mult=0.))
+    _base_.secvit_optim_wrapper,
+    optimizer=dict(_base_.secvit_optim_wrapper.optimizer, _delete_=True))
 
 max_epochs = 36
 train_cfg = dict(max_epochs=max_epochs)

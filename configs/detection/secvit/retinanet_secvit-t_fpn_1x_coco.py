@@ -4,38 +4,25 @@ _base_ = [
     'mmdet::_base_/models/retinanet_r50_fpn.py',
     'mmdet::_base_/datasets/coco_detection.py',
     'mmdet::_base_/schedules/schedule_1x.py',
-    'mmdet::_base_/default_runtime.py'
+    'mmdet::_base_/default_runtime.py',
+    '../../_base_/secvit_dense_backbone.py',
+    '../../_base_/secvit_adamw.py'
 ]
 custom_imports = dict(imports=['sec_mm'], allow_failed_imports=False)
 
 model = dict(
     backbone=dict(
+        _base_.secvit_backbone,
         _delete_=True,
-        type='SECViT',
-        arch='t',
-        # [32, 8, 2, global] clusters per stage at every input size, as in the papers.
-        num_clusters=(32, 8, 2, -1),
-        drop_path_rate=0.1,
         # Strides 8-32 only: RetinaNet's FPN starts at P3, and an unused stride-4 output
         # would leave parameters without gradients.
-        out_indices=(1, 2, 3),
-        out_norm_cfg=dict(type='LN2d', eps=1e-6),
-        # Stem and downsample BatchNorms synchronised over GPUs, as in the authors' dense
-        # prediction code (2 images per GPU); our tools run them as BN on CPU.
-        norm_cfg=dict(type='SyncBN', requires_grad=True),
-        # The ImageNet-1k weights converted to mmpretrain keys (see the README).
-        init_cfg=dict(
-            type='Pretrained',
-            checkpoint='checkpoints/secvit-t_in1k_mm.pth',
-            prefix='backbone.')),
+        out_indices=(1, 2, 3)),
     neck=dict(in_channels=[128, 256, 512], start_level=0, num_outs=5))
 
 # AdamW, lr 1e-4, weight decay 1e-4, no weight decay on normalization layers.
 optim_wrapper = dict(
-    type='OptimWrapper',
-    optimizer=dict(
-        _delete_=True, type='AdamW', lr=0.0001, betas=(0.9, 0.999), weight_decay=0.0001),
-    paramwise_cfg=dict(norm_decay_mult=0.))
+    _base_.secvit_optim_wrapper,
+    optimizer=dict(_base_.secvit_optim_wrapper.optimizer, _delete_=True, weight_decay=0.0001))
 
 max_epochs = 12
 train_cfg = dict(max_epochs=max_epochs)

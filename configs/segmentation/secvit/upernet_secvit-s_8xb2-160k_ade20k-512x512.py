@@ -5,7 +5,9 @@ _base_ = [
     'mmseg::_base_/models/upernet_swin.py',
     'mmseg::_base_/datasets/ade20k.py',
     'mmseg::_base_/default_runtime.py',
-    'mmseg::_base_/schedules/schedule_160k.py'
+    'mmseg::_base_/schedules/schedule_160k.py',
+    '../../_base_/secvit_dense_backbone.py',
+    '../../_base_/secvit_adamw.py'
 ]
 custom_imports = dict(imports=['sec_mm'], allow_failed_imports=False)
 
@@ -14,32 +16,20 @@ data_preprocessor = dict(size=crop_size)
 model = dict(
     data_preprocessor=data_preprocessor,
     backbone=dict(
+        _base_.secvit_backbone,
         _delete_=True,
-        type='SECViT',
         arch='s',
-        # [32, 8, 2, global] clusters per stage at every input size, as in the papers.
-        num_clusters=(32, 8, 2, -1),
         drop_path_rate=0.15,
-        out_indices=(0, 1, 2, 3),
-        # Every pyramid level gets a channel LayerNorm before the decode head.
-        out_norm_cfg=dict(type='LN2d', eps=1e-6),
-        # Stem and downsample BatchNorms synchronised over GPUs, as in the authors' dense
-        # prediction code (2 images per GPU); our tools run them as BN on CPU.
-        norm_cfg=dict(type='SyncBN', requires_grad=True),
-        # The ImageNet-1k weights converted to mmpretrain keys (see the README).
         init_cfg=dict(
-            type='Pretrained',
-            checkpoint='checkpoints/secvit-s_in1k_mm.pth',
-            prefix='backbone.')),
+            _base_.secvit_backbone.init_cfg, checkpoint='checkpoints/secvit-s_in1k_mm.pth')),
     decode_head=dict(in_channels=[64, 128, 256, 512], num_classes=150),
     auxiliary_head=dict(in_channels=256, num_classes=150))
 
 # Swin's ADE20K optimizer: AdamW lr 6e-5, weight decay 0.01, none on normalization layers.
 optim_wrapper = dict(
+    _base_.secvit_optim_wrapper,
     _delete_=True,
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=0.00006, betas=(0.9, 0.999), weight_decay=0.01),
-    paramwise_cfg=dict(norm_decay_mult=0.))
+    optimizer=dict(_base_.secvit_optim_wrapper.optimizer, lr=0.00006, weight_decay=0.01))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500, end=160000, by_epoch=False)

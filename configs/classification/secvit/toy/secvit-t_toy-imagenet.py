@@ -13,7 +13,7 @@ val_interval = 100
 
 data_preprocessor = dict(num_classes=len(classes))
 model = dict(
-    # From scratch: there are no ImageNet weights on this machine.
+    # From scratch, so that the toy runs need no downloaded weights.
     backbone=dict(init_cfg=None),
     head=dict(num_classes=len(classes)))
 

@@ -6,11 +6,11 @@ _base_ = ['../mask-rcnn_secvit-t_fpn_1x_coco.py']
 classes = ('circle', 'square', 'triangle')
 image_size = (256, 256)
 data_root = 'data/toy_coco/'
-max_iters = 600  # about 25 minutes with 2 CPU processes on an idle 2-core machine
+max_iters = 600  # long enough to reach bbox mAP 0.5 (tools/misc/learning_proof.py det)
 val_interval = 150
 
 model = dict(
-    # From scratch: there are no ImageNet weights on this machine.
+    # From scratch, so that the toy runs need no downloaded weights.
     backbone=dict(init_cfg=None),
     roi_head=dict(
         bbox_head=dict(num_classes=len(classes)),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The main job: from an installed environment to a COCO mAP table, on CPU in minutes.
+# The OpenMMLab loop in miniature, self-contained and small enough for a CPU: from an
+# environment to a COCO mAP table of a SECViT-T Mask R-CNN trained from scratch on toy shapes.
 #
-#   bash tools/main_job.sh
+#   bash tools/toy_coco_demo.sh
 #
 # 1. sets up (or reuses) the environment with tools/setup_env.sh;
 # 2. writes the toy COCO shapes set to data/toy_coco unless it is there;
@@ -11,24 +12,24 @@
 #    segm mAP tables.
 #
 # Environment variables (defaults in brackets):
-#   MAIN_JOB_ITERS [80]   training iterations (2 processes x 2 images each)
+#   TRAIN_ITERS [80]      training iterations (2 processes x 2 images each)
 #   GPUS [2]              processes for training and testing
-#   WORK_DIR [work_dirs/main_job]
+#   WORK_DIR [work_dirs/toy_coco_demo]
 #   DATA_DIR [data]       where toy_coco lives or is written
 #   SEC_MM_PYTHON         use this interpreter instead of running tools/setup_env.sh
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-ITERS=${MAIN_JOB_ITERS:-80}
+ITERS=${TRAIN_ITERS:-80}
 GPUS=${GPUS:-2}
-WORK_DIR=${WORK_DIR:-work_dirs/main_job}
+WORK_DIR=${WORK_DIR:-work_dirs/toy_coco_demo}
 DATA_DIR=${DATA_DIR:-data}
 CONFIG=configs/detection/secvit/toy/mask-rcnn_secvit-t_fpn_toy-coco.py
 WARMUP=$(( ITERS < 200 ? ITERS / 4 : 50 ))
 
 start=$(date +%s)
-stage() { printf '\n[main_job %s +%ds] %s\n' "$(date +%H:%M:%S)" "$(( $(date +%s) - start ))" "$*"; }
+stage() { printf '\n[toy_coco_demo %s +%ds] %s\n' "$(date +%H:%M:%S)" "$(( $(date +%s) - start ))" "$*"; }
 
 stage "1/4 environment"
 PYTHON=${SEC_MM_PYTHON:-$(bash tools/setup_env.sh)}
@@ -56,7 +57,7 @@ checkpoint="$WORK_DIR/iter_$ITERS.pth"
 [ -f "$checkpoint" ] || { echo "training ended without $checkpoint" >&2; exit 1; }
 
 stage "4/4 COCO evaluation of $checkpoint on the val split, $GPUS processes"
-log="$WORK_DIR/main_job_test.log"
+log="$WORK_DIR/test.log"
 PORT=$(free_port) bash tools/dist_test.sh "$CONFIG" "$checkpoint" "$GPUS" \
   --work-dir "$WORK_DIR/test" \
   --cfg-options \
