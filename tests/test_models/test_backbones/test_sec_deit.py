@@ -15,14 +15,8 @@ TINY = dict(embed_dims=32, num_layers=3, num_heads=2, feedforward_channels=64)
 
 
 
-@pytest.fixture(scope='module', autouse=True)
-def single_thread():
-    """Small inputs are latency-bound: one intra-op thread avoids OpenMP spinning on the shared
-    cores; restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures('single_thread')
+
 
 @pytest.mark.parametrize('registry', [
     PRETRAIN_MODELS,

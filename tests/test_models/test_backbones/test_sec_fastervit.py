@@ -28,14 +28,7 @@ STAGE3_REPLACED = re.compile(r'levels\.2\.(global_tokenizer\.|blocks\.\d+\.(hat_
 STAGE4_REPLACED = re.compile(r'levels\.3\.blocks\.\d+\.attn\.pos_emb_funct\.')
 
 
-@pytest.fixture(scope='module', autouse=True)
-def single_thread():
-    """Small inputs are latency-bound: one intra-op thread avoids OpenMP spinning on the shared
-    cores; restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 @pytest.fixture(scope='module')

@@ -21,14 +21,8 @@ LCE_KEYS = {f'stages.{s}.blocks.{b}.attn.lce.{p}' for s, b in SWIN_T_BLOCKS
 
 
 
-@pytest.fixture(scope='module', autouse=True)
-def single_thread():
-    """Small inputs are latency-bound: one intra-op thread avoids OpenMP spinning on the shared
-    cores; restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures('single_thread')
+
 
 def swin_classifier(backbone_type, arch='t', **backbone):
     return PRETRAIN_MODELS.build(dict(
