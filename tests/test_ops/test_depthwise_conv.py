@@ -2,8 +2,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sec_mm.ops import depthwise_conv2d
-from sec_mm.ops import depthwise_conv as depthwise_conv_module
+from sec_mm.ops import dispatch
+from sec_mm.ops.cpu import depthwise_conv5x5
+
+depthwise_conv2d = dispatch.depthwise_conv2d
 
 
 def _assert_close_sums(actual, expected):
@@ -35,7 +37,7 @@ def _grads(fn, x, weight, bias, grad_out=None):
 def test_5x5_weight_gradient_from_3x3_ones_equals_stock(shape, with_bias):
     x, weight, bias = _inputs(*shape)
     bias = bias if with_bias else None
-    assert depthwise_conv_module._use_3x3_weight_grads(x.requires_grad_(), weight, 2)
+    assert depthwise_conv5x5.supports(x.requires_grad_(), weight, 2)
     ours = [t.detach().clone().requires_grad_() if t is not None else None
             for t in (x, weight, bias)]
     out, grad_out, grads = _grads(lambda *a: depthwise_conv2d(*a, padding=2), *ours)
@@ -50,6 +52,11 @@ def test_5x5_weight_gradient_from_3x3_ones_equals_stock(shape, with_bias):
         _assert_close_sums(grad, expected_grad)
     # The input gradient keeps the input's channels-last layout.
     assert grads[0].is_contiguous(memory_format=torch.channels_last)
+    # The forced plain path is the stock convolution.
+    with dispatch.plain_ops('depthwise_conv2d'):
+        plain = depthwise_conv2d(*ours, padding=2)
+    assert not plain.grad_fn.name().startswith('_DepthwiseConv5x5')
+    torch.testing.assert_close(plain, expected, rtol=0, atol=0)
 
 
 def test_only_the_requested_gradients_are_computed():
@@ -72,7 +79,7 @@ def test_other_cases_run_the_stock_convolution(case):
     if case != 'no_grad':
         x.requires_grad_()
     with torch.autocast('cpu', dtype=torch.bfloat16, enabled=case == 'autocast'):
-        assert not depthwise_conv_module._use_3x3_weight_grads(x, weight, padding)
+        assert not depthwise_conv5x5.supports(x, weight, padding)
         out = depthwise_conv2d(x, weight, bias, padding=padding)
         expected = F.conv2d(x, weight, bias, padding=padding, groups=4)
     torch.testing.assert_close(out, expected, rtol=0, atol=0)

@@ -5,11 +5,10 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from sec_mm.ops import resolve_num_clusters, sec_attention, sec_order
+from sec_mm.ops import dispatch, resolve_num_clusters, sec_attention, sec_order
 from .depthwise_conv import DepthwiseConv2d
 from .memory_format import channels_last_conv_weights
-from .inplace import add_into
-from .rope import RotaryEmbedding2d, split_qkv_with_rope
+from .rope import RotaryEmbedding2d
 
 
 class SECAttention(nn.Module):
@@ -100,7 +99,7 @@ class SECAttention(nn.Module):
         if self.rope is not None:
             sin, cos = rope if rope is not None else self.rope(height, width)
             # q, k head-major (B, heads, L, d); v token-major (B, L, heads, d).
-            q, k, v = split_qkv_with_rope(qkv, sin, cos)
+            q, k, v = dispatch.split_qkv_with_rope(qkv, sin, cos)
         else:
             q, k, v = qkv.unbind(2)
             q, k = q.transpose(1, 2), k.transpose(1, 2)
@@ -120,7 +119,7 @@ class SECAttention(nn.Module):
         if self.lce is not None:
             # In place into the conv's fresh output: one large allocation fewer.
             lce = self.lce(v.reshape(batch, height, width, channels).permute(0, 3, 1, 2))
-            out = add_into(lce, out)
+            out = dispatch.add_into_fresh(lce, out)
         return self.proj(out)
 
     def _clusters(self, num_tokens: int) -> int:
