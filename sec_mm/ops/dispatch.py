@@ -4,7 +4,7 @@ Every function here has the semantics of a plain PyTorch op, given in its docstr
 that op unless a kernel of :mod:`sec_mm.ops.cpu` applies: on the CPU, for the dtypes and sizes
 the kernel was measured to pay for (each kernel's docstring gives the measurement), and never
 while ``torch.jit.trace``, ``torch.compile`` or an exporter is looking, which see the plain op.
-GPUs run the plain fused ops (``scaled_dot_product_attention`` on 4-D tensors, cuDNN convs).
+GPUs run the plain fused ops (``scaled_dot_product_attention`` on 4-D tensors).
 Kernels return the plain op's values up to float rounding, and the same gradients.
 
 :func:`plain_ops` turns kernels off, to test them against the plain path or to measure them::
@@ -25,19 +25,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .compat import is_compiling, is_exporting
-from .cpu import (complex_rope, depthwise_conv5x5, inplace_add, row_argsort, row_gather,
-                  short_attention)
+from .cpu import complex_rope, inplace_add, row_argsort, row_gather, short_attention
 from .rope import apply_rope
 
 __all__ = [
     'PRIMITIVES', 'plain_ops', 'uses_kernel', 'stable_argsort', 'inverse_permutation',
-    'gather_rows', 'permute_rows', 'scatter_rows', 'attention', 'depthwise_conv2d',
-    'split_qkv_with_rope', 'add_into_fresh'
+    'gather_rows', 'permute_rows', 'scatter_rows', 'attention', 'split_qkv_with_rope',
+    'add_into_fresh'
 ]
 
 #: Names of the primitives that have a CPU kernel, for :func:`plain_ops`.
-PRIMITIVES = ('stable_argsort', 'rows', 'attention', 'depthwise_conv2d',
-              'split_qkv_with_rope', 'add_into_fresh')
+PRIMITIVES = ('stable_argsort', 'rows', 'attention', 'split_qkv_with_rope', 'add_into_fresh')
 
 _plain = threading.local()
 
@@ -167,28 +165,6 @@ def attention(q: Tensor, k: Tensor, v: Tensor, scale: Optional[float] = None) ->
     if uses_kernel('attention') and short_attention.supports(q, k, v):
         return short_attention.attention(q, k, v, scale)
     return F.scaled_dot_product_attention(q, k, v, scale=scale)
-
-
-def depthwise_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
-                     padding: int = 0) -> Tensor:
-    """``F.conv2d(x, weight, bias, padding=padding, groups=C)``: a depthwise convolution.
-
-    Args:
-        x (Tensor): ``(B, C, H, W)``.
-        weight (Tensor): ``(C, 1, k, k)``.
-        bias (Tensor, optional): ``(C, )``.
-        padding (int): Zero padding on every side. Defaults to 0.
-
-    Returns:
-        Tensor: ``(B, C, H + 2 * padding - k + 1, W + 2 * padding - k + 1)``.
-    """
-    if weight.dim() != 4 or weight.shape[1] != 1 or weight.shape[0] != x.shape[1]:
-        raise ValueError(
-            'depthwise_conv2d needs a (C, 1, k, k) weight for a (B, C, H, W) input; got '
-            f'weight {tuple(weight.shape)} for input {tuple(x.shape)}.')
-    if uses_kernel('depthwise_conv2d') and depthwise_conv5x5.supports(x, weight, padding):
-        return depthwise_conv5x5.depthwise_conv5x5(x, weight, bias)
-    return F.conv2d(x, weight, bias, padding=padding, groups=x.shape[1])
 
 
 def split_qkv_with_rope(qkv: Tensor, sin: Tensor,
