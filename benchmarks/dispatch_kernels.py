@@ -34,6 +34,7 @@ import sec_mm  # noqa: E402,F401  (registers the models)
 from sec_mm.models.backbones.secvit import SECViT  # noqa: E402
 from sec_mm.models.layers import RotaryEmbedding2d  # noqa: E402
 from sec_mm.ops import dispatch  # noqa: E402
+from sec_mm.ops.cpu import short_attention  # noqa: E402
 
 # (channels, heads, clusters, side) of SECViT-T's stages at 224x224.
 STAGES = [(64, 2, 32, 56), (128, 4, 8, 28), (256, 8, 2, 14), (512, 16, 1, 7)]
@@ -140,6 +141,24 @@ def primitive_rows(batch: int):
     return rows
 
 
+def attention_threshold_rows(repeats: int, warmup: int):
+    """The explicit attention kernel called directly (``dispatch`` keeps it to at most
+    ``short_attention.MAX_LENGTH`` keys) against ``scaled_dot_product_attention``, for
+    longer sequences: where the threshold belongs."""
+    gen = torch.Generator().manual_seed(0)
+    for sequences, length in ((128, 196), (64, 256), (64, 392)):
+        q, k, v = (torch.randn(1, sequences, length, HEAD_DIMS, generator=gen,
+                               requires_grad=True) for _ in range(3))
+        times = time_interleaved(
+            {'kernel': fwd_bwd(lambda *t: short_attention.attention(*t, HEAD_DIMS**-0.5),
+                               q, k, v),
+             'plain': fwd_bwd(torch.nn.functional.scaled_dot_product_attention, q, k, v)},
+            repeats, warmup)
+        kernel, plain = (statistics.median(times[name]) for name in ('kernel', 'plain'))
+        yield (f'{tuple(q.shape)}, fwd+bwd, explicit kernel forced', kernel * 1e3,
+               plain * 1e3, plain / kernel)
+
+
 def model_rows(batch: int, repeats: int, warmup: int, inference: bool = False):
     """SECViT-T forward+backward (forward alone with ``inference``) with all kernels, none,
     and each turned off in turn."""
@@ -181,17 +200,22 @@ def main():
     torch.set_num_threads(args.threads)
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, '
           f'median of {args.repeats} interleaved repeats after {args.warmup} warm-up runs')
-    print('\n| primitive | case | kernel ms (min) | plain ms (min) | plain / kernel: medians '
-          '(minimums) |')
-    print('|---|---|---|---|---|')
-    for name, case, run in primitive_rows(args.batch):
-        if args.only is not None and name not in args.only:
-            continue
+    rows = [row for row in primitive_rows(args.batch)
+            if args.only is None or row[0] in args.only]
+    if rows:
+        print('\n| primitive | case | kernel ms (min) | plain ms (min) | plain / kernel: medians '
+              '(minimums) |')
+        print('|---|---|---|---|---|')
+    for name, case, run in rows:
         row = kernel_vs_plain(name, run, args.repeats, args.warmup)
         print(f"| {name} | {case} | {row['kernel_ms']:.2f} ({row['kernel_min_ms']:.2f}) | "
               f"{row['plain_ms']:.2f} ({row['plain_min_ms']:.2f}) | {row['ratio']:.2f}x "
               f"({row['plain_min_ms'] / row['kernel_min_ms']:.2f}x) |",
               flush=True)
+    if args.only is None or 'attention' in args.only:
+        for case, kernel, plain, ratio in attention_threshold_rows(args.repeats, args.warmup):
+            print(f'| attention | {case} | {kernel:.2f} | {plain:.2f} | {ratio:.2f}x |',
+                  flush=True)
     if args.skip_model:
         return
     step = 'forward (no_grad)' if args.inference else 'forward+backward'

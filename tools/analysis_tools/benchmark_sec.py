@@ -640,7 +640,7 @@ def render(results: dict, args, device: torch.device, load: Sequence[float]) -> 
          'The full layer against the same layer without sorting, gathering and restoring: '
          'their cost is `sec_attention` minus `cluster_attention` (attention inside '
          'contiguous clusters of tokens already in cluster order), both timed on q, k, v of '
-         "the layer's shape and layout; \"presorted\" is the layer's time minus that cost.',
+         "the layer's shape and layout; \"presorted\" is the layer's time minus that cost.",
          TABLE_B),
         ('c', '### (c) Whole classifiers, 224x224, batch 16',
          'Inference: `model(images, mode="tensor")` under `torch.no_grad()` in eval mode. '

@@ -8,8 +8,11 @@ gradient is the inverse permutation, another row gather, instead of the zero-fil
 scatter-add that autograd runs for ``gather``. The result can be written token-major
 (``(B, L, heads, d)`` memory), the layout in which merging the heads is free.
 
-Measured (benchmarks/results.md, "Dispatch kernels"): the gathers and restore of one SEC
-attention call at SECViT-T's stage 1 and 2 shapes, batch 8, forward and backward, 2 threads.
+Measured against ``gather`` / ``scatter_`` (benchmarks/results.md, "Dispatch kernels"; torch
+2.14, 2 threads, medians of 21 interleaved runs): the three permutations and the restore of
+one SEC attention call, forward and backward, on head-sliced views of a token-major qkv
+tensor, at SECViT-T's stages for batch 8: ``(8, 2, 3136, 32)`` 23.0 vs. 58.6 ms (2.6x),
+``(8, 4, 784, 32)`` 6.2 vs. 17.8 ms (2.9x), ``(8, 8, 196, 32)`` 2.5 vs. 7.2 ms (2.9x).
 """
 from typing import Optional
 

@@ -7,9 +7,12 @@ the score matrices are produced a cache-sized chunk of sequences at a time (a sc
 tens of MB costs more in page faults than in arithmetic). For longer sequences the flash
 kernel wins.
 
-Measured (benchmarks/results.md, "Dispatch kernels"): forward and backward of the per-cluster
-attention of SECViT-T's stages 1-3 at batch 8 (``(8 * heads * clusters, L, 32)`` with
-``L`` = 98, 98 and 98), and key lengths 128 and 196, 2 threads.
+Measured against the flash kernel (benchmarks/results.md, "Dispatch kernels"; torch 2.14,
+2 threads, medians of 21 interleaved runs), forward and backward of ``(B, sequences, L, 32)``:
+SECViT-T's clusters at batch 8, ``(8, 64, 98, 32)`` 28.1 vs. 38.4 ms (1.37x), ``(8, 32, 98,
+32)`` 15.3 vs. 19.7 ms (1.29x), ``(8, 16, 98, 32)`` 7.8 vs. 9.6 ms (1.23x), ``(8, 16, 49,
+32)`` 2.4 vs. 3.1 ms (1.31x); ``(8, 64, 128, 32)`` 41.5 vs. 47.4 ms (1.14x); from 196 keys on
+the flash kernel is faster (``(1, 128, 196, 32)`` 0.95x, ``(1, 64, 256, 32)`` 0.81x).
 """
 from typing import Iterator, Tuple
 
@@ -19,8 +22,7 @@ from torch.autograd.function import once_differentiable
 
 __all__ = ['MAX_LENGTH', 'supports', 'attention']
 
-#: Longest key sequence computed with explicit matrix products; the flash kernel is faster
-#: from about 196 keys on.
+#: Longest key sequence computed with explicit matrix products (see the measurement above).
 MAX_LENGTH = 128
 
 # Score matrices computed per chunk of sequences: about 2 MB, so that they stay in cache.
