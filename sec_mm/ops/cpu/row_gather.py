@@ -14,7 +14,6 @@ one SEC attention call, forward and backward, on head-sliced views of a token-ma
 tensor, at SECViT-T's stages for batch 8: ``(8, 2, 3136, 32)`` 23.0 vs. 58.6 ms (2.6x),
 ``(8, 4, 784, 32)`` 6.2 vs. 17.8 ms (2.9x), ``(8, 8, 196, 32)`` 2.5 vs. 7.2 ms (2.9x).
 """
-from typing import Optional
 
 import torch
 from torch import Tensor
