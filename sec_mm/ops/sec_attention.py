@@ -1,9 +1,17 @@
 """Semantic Equitable Clustering (SEC) attention as a functional op.
 
-SEC groups tokens by meaning instead of by position: every key is compared (cosine
-similarity) with the mean key of its (batch item, head), tokens are sorted by that similarity,
-the sorted sequence is cut into equal clusters and attention runs inside each cluster. The
-output rows go back to their tokens' original positions.
+SEC groups tokens by meaning instead of by position. For every (batch item, head):
+
+1. order (:func:`sec_order`): sort the tokens by the cosine similarity of their key to the
+   mean key;
+2. gather (:func:`permute_tokens`): put q, k and v in that order;
+3. attend (:func:`cluster_attention`): cut the sorted tokens into clusters whose sizes differ
+   by at most one and run attention inside every cluster;
+4. restore (:func:`restore_tokens`): put every output row back at its token's position.
+
+:func:`sec_mm.ops.reference.sec_attention_reference` states the same in float64 loops. The
+primitives (sort, row gathers, dense attention) come from :mod:`sec_mm.ops.dispatch`, which
+picks device-specific kernels for them.
 
 Pure PyTorch on purpose: nothing here knows about mmengine, mmdet, mmseg or mmpretrain.
 """
@@ -14,18 +22,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .attention import dot_product_attention
-from .compat import is_compiling, is_exporting
-from .sec_attention_export import gather_rows, sec_attention_exportable
+from . import dispatch
+from .compat import is_exporting
+from .dispatch import inverse_permutation
+from .sec_attention_export import sec_attention_exportable
 
 __all__ = [
-    'sec_attention', 'sec_order', 'sec_cluster_sizes', 'resolve_num_clusters',
-    'gather_tokens', 'permute_tokens', 'restore_tokens', 'inverse_permutation'
+    'sec_attention', 'sec_order', 'cluster_attention', 'sec_cluster_sizes',
+    'resolve_num_clusters', 'gather_tokens', 'permute_tokens', 'restore_tokens',
+    'inverse_permutation'
 ]
-
-# Smallest flat int64 tensor that PyTorch's CPU sort sorts by radix sort (at::internal's
-# GRAIN_SIZE).
-_RADIX_MIN_KEYS = 32768
 
 
 def resolve_num_clusters(num_tokens: int,
@@ -94,168 +100,50 @@ def sec_order(keys: Tensor) -> Tensor:
         # cos(k, center) = (k . center) / |k|, without a normalised copy of the keys.
         similarity = (keys @ center.transpose(-2, -1)).squeeze(-1) / \
             torch.linalg.vector_norm(keys, dim=-1).clamp_min(1e-12)
-    return _stable_argsort_rows(similarity)
+    return dispatch.stable_argsort(similarity)
 
 
-def _stable_argsort_rows(values: Tensor) -> Tensor:
-    """``torch.sort(values, dim=-1, stable=True).indices`` for float32 ``values``.
+def gather_tokens(x: Tensor, index: Tensor) -> Tensor:
+    """Tokens ``x[b, h, index[b, h, i]]``.
 
-    On CPU every row is sorted at once as one flat int64 array of keys ``(row, value bits)``
-    with a stable sort: integer sorts of a flat array use radix sort, several times faster
-    than per-row comparison sorts of floats there, and 32 value bits plus a few row bits need
-    few radix passes. Other devices (where this trick has not been measured to pay), other
-    dtypes and keys that would not fit in 63 bits use ``torch.sort``.
+    Args:
+        x (Tensor): ``(B, heads, L, d)``.
+        index (Tensor): ``(B, heads, M)``, any ``M``; entries may repeat.
+
+    Returns:
+        Tensor: Contiguous ``(B, heads, M, d)``.
     """
-    if is_exporting():
-        # ONNX has no stable sort. A plain sort exports to TopK, which breaks ties by the
-        # lower index (ONNX operator spec), as this stable sort does.
-        return torch.sort(values, dim=-1).indices
-    if torch.jit.is_tracing():
-        # Sizes are traced tensors here (e.g. FLOP counting); the plain sort traces.
-        return torch.sort(values, dim=-1, stable=True).indices
-    length = values.shape[-1]
-    rows = values.numel() // max(length, 1)
-    if values.device.type != 'cpu' or values.dtype != torch.float32 or \
-            max(rows, 1).bit_length() + 32 > 63 or is_compiling():
-        return torch.sort(values, dim=-1, stable=True).indices
-    # Float bits -> unsigned integers in the same order: negative values have all bits
-    # flipped, non-negative ones only the sign bit (-0.0 is made +0.0 first so they tie).
-    bits = (values.reshape(rows, length) + 0.).view(torch.int32)
-    bits = (bits ^ ((bits >> 31) | -2**31)).to(torch.int64) & 0xFFFFFFFF
-    row = torch.arange(rows, device=values.device).unsqueeze(1)
-    keys = ((row << 32) | bits).flatten()
-    if keys.numel() < _RADIX_MIN_KEYS:
-        # PyTorch's CPU sort takes radix sort only from this many keys on; padding with keys
-        # above all others is cheaper than the comparison sort below it.
-        keys = torch.cat([keys, keys.new_full((_RADIX_MIN_KEYS - keys.numel(), ), rows << 32)])
-    flat = torch.sort(keys, stable=True).indices[:rows * length]
-    return (flat.view(rows, length) - row * length).view(values.shape)
-
-
-def inverse_permutation(order: Tensor) -> Tensor:
-    """``inverse[..., order[..., i]] = i`` along the last axis (a scatter, not a second sort)."""
-    positions = torch.arange(order.shape[-1], device=order.device).expand_as(order)
-    return torch.empty_like(order).scatter_(-1, order, positions)
-
-
-def _source_rows(x: Tensor, index: Tensor) -> Tensor:
-    """Row numbers (in units of ``d`` elements from ``x``'s storage offset) of
-    ``x[b, h, index[b, h, i]]``; ``x`` must have a unit last stride and the other strides
-    multiples of ``d``."""
-    batch, heads, _, dims = x.shape
-    stride_b, stride_h, stride_l = (stride // dims for stride in x.stride()[:3])
-    first_row = (torch.arange(batch, device=x.device) * stride_b).view(-1, 1, 1) + \
-        (torch.arange(heads, device=x.device) * stride_h).view(1, -1, 1)
-    return index * stride_l + first_row
-
-
-def _take_tokens(x: Tensor, index: Tensor, token_major: bool = False) -> Tensor:
-    """``x[b, h, index[b, h, i]]`` for ``x`` of shape ``(B, heads, L, d)``.
-
-    Every ``d``-vector is one row of memory, so this is one ``index_select`` of whole rows
-    straight from ``x``'s storage, whatever its strides (e.g. a head-sliced view of a
-    token-major ``(B, L, 3, heads, d)`` qkv tensor): several times faster on CPU than an
-    element-wise ``torch.gather``. The result is contiguous ``(B, heads, L, d)``, or with
-    ``token_major`` a ``(B, heads, L, d)`` view of contiguous ``(B, L, heads, d)`` memory, the
-    layout the output projection reads.
-    """
-    batch, heads, length, dims = x.shape
-    if index.numel() == 0:
-        # Nothing to read (e.g. batch size 0), and the storage view below needs a row.
-        length = index.shape[-1]
-        if token_major:
-            return x.new_empty(batch, length, heads, dims).transpose(1, 2)
-        return x.new_empty(batch, heads, length, dims)
-    if x.stride(-1) != 1 or any(stride % dims for stride in x.stride()[:3]):
-        x = x.contiguous()
-    # Every d-vector of x as one row of a (rows, d) view of its storage.
-    last_row = sum((size - 1) * (stride // dims)
-                   for size, stride in zip(x.shape[:3], x.stride()[:3]))
-    rows = x.as_strided((last_row + 1, dims), (dims, 1))
-    source = _source_rows(x, index)
-    length = index.shape[-1]
-    if token_major:
-        return rows.index_select(0, source.transpose(1, 2).reshape(-1)).view(
-            batch, length, heads, dims).transpose(1, 2)
-    return rows.index_select(0, source.reshape(-1)).view(batch, heads, length, dims)
-
-
-class _PermuteTokens(torch.autograd.Function):
-    """Differentiable :func:`_take_tokens` for an index that permutes the tokens.
-
-    The gradient of a permutation is the inverse permutation, so the backward pass is another
-    row gather instead of the scatter-add autograd would use for ``gather``/``index_select``.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, index: Tensor, inverse: Optional[Tensor],
-                token_major: bool) -> Tensor:
-        ctx.save_for_backward(index if inverse is None else inverse)
-        ctx.inverse_given = inverse is not None
-        return _take_tokens(x, index, token_major)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        saved, = ctx.saved_tensors
-        inverse = saved if ctx.inverse_given else inverse_permutation(saved)
-        return _PermuteTokens.apply(grad, inverse, saved if ctx.inverse_given else None,
-                                    False), None, None, None
-
-
-class _GatherTokens(torch.autograd.Function):
-    """Differentiable :func:`_take_tokens` for any index (tokens may repeat or be left out);
-    the backward pass adds the gradient rows back with one ``index_add_``."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, index: Tensor) -> Tensor:
-        ctx.save_for_backward(index)
-        ctx.x_shape = x.shape
-        return _take_tokens(x, index)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        index, = ctx.saved_tensors
-        grad_x = grad.new_zeros(ctx.x_shape)
-        dims = grad_x.shape[-1]
-        grad_x.view(-1, dims).index_add_(0, _source_rows(grad_x, index).reshape(-1),
-                                         grad.reshape(-1, dims))
-        return grad_x, None
-
-
-def gather_tokens(x: Tensor, order: Tensor) -> Tensor:
-    """``x[b, h, order[b, h, i]]`` for ``x`` of shape ``(B, heads, L, d)`` and an index
-    ``order`` of shape ``(B, heads, M)`` (any ``M``; entries may repeat); contiguous result."""
-    if is_exporting():
-        return gather_rows(x, order)
-    return _GatherTokens.apply(x, order)
+    return dispatch.gather_rows(x, index)
 
 
 def permute_tokens(x: Tensor, order: Tensor, inverse: Optional[Tensor] = None) -> Tensor:
-    """``x[b, h, order[b, h, i]]`` for an ``order`` that permutes the ``L`` tokens.
-
-    Like :func:`gather_tokens`, but the gradient is the inverse permutation: a second row
-    gather instead of a scatter-add (whose atomic adds are slow on GPUs).
+    """Tokens in SEC order, ``x[b, h, order[b, h, i]]``, for an ``order`` that permutes them.
 
     Args:
         x (Tensor): ``(B, heads, L, d)``.
         order (Tensor): ``(B, heads, L)``, a permutation of ``0..L-1`` in every row.
-        inverse (Tensor, optional): Its inverse, when already computed.
+        inverse (Tensor, optional): :func:`inverse_permutation` of ``order``, when already
+            computed.
 
     Returns:
         Tensor: Contiguous ``(B, heads, L, d)``.
     """
-    return _PermuteTokens.apply(x, order, inverse, False)
+    return dispatch.permute_rows(x, order, inverse)
 
 
-def restore_tokens(x_sorted: Tensor, order: Tensor) -> Tensor:
-    """Inverse of :func:`gather_tokens`: put every row back at its original position.
+def restore_tokens(x_sorted: Tensor, order: Tensor, inverse: Optional[Tensor] = None) -> Tensor:
+    """Inverse of :func:`permute_tokens`: every row back at its token's original position.
 
-    The result is ``(B, heads, L, d)`` laid out token-major in memory (``(B, L, heads, d)``
-    contiguous), so that ``out.transpose(1, 2).reshape(B, L, heads * d)`` is free.
+    Args:
+        x_sorted (Tensor): ``(B, heads, L, d)`` in the order ``order``.
+        order (Tensor): ``(B, heads, L)``, the permutation that sorted the tokens.
+        inverse (Tensor, optional): :func:`inverse_permutation` of ``order``.
+
+    Returns:
+        Tensor: ``(B, heads, L, d)`` laid out token-major in memory (``(B, L, heads, d)``
+        contiguous), so that ``out.transpose(1, 2).reshape(B, L, heads * d)`` is free.
     """
-    if is_exporting():
-        return gather_rows(x_sorted, inverse_permutation(order))
-    return _PermuteTokens.apply(x_sorted, inverse_permutation(order), order, True)
+    return dispatch.scatter_rows(x_sorted, order, inverse)
 
 
 def _attend_in_chunks(q: Tensor, k: Tensor, v: Tensor, num_chunks: int,
@@ -263,23 +151,36 @@ def _attend_in_chunks(q: Tensor, k: Tensor, v: Tensor, num_chunks: int,
     """Attention inside ``num_chunks`` equal contiguous chunks of the token axis."""
     batch, heads, length, _ = q.shape
     chunk = length // num_chunks
-    # Chunks folded into the head axis: 4-D inputs take the fused (flash) kernels, 5-D ones
-    # fall back to the unfused math path (about 3x slower on CPU).
+    # Chunks folded into the head axis: 4-D inputs take the fused kernels of
+    # scaled_dot_product_attention, 5-D ones its unfused math path.
     q, k, v = (t.reshape(batch, heads * num_chunks, chunk, t.shape[-1]) for t in (q, k, v))
-    out = dot_product_attention(q, k, v, scale=scale)
+    out = dispatch.attention(q, k, v, scale=scale)
     return out.reshape(batch, heads, length, out.shape[-1])
 
 
-def _clustered_attention(q: Tensor, k: Tensor, v: Tensor, num_clusters: int,
-                         scale: float) -> Tensor:
-    """Attention inside the ``tensor_split`` clusters of already sorted tokens."""
+def cluster_attention(q: Tensor, k: Tensor, v: Tensor, num_clusters: int,
+                      scale: float) -> Tensor:
+    """Attention inside the clusters of tokens already in SEC order.
+
+    The ``L`` tokens are cut as ``torch.tensor_split`` cuts them (:func:`sec_cluster_sizes`):
+    the first ``L % num_clusters`` clusters hold one token more. Clusters of one size run as
+    one batched call, so nothing is padded and no mask is needed.
+
+    Args:
+        q (Tensor): ``(B, heads, L, d)``, sorted.
+        k (Tensor): ``(B, heads, L, d)``, sorted.
+        v (Tensor): ``(B, heads, L, d_v)``, sorted.
+        num_clusters (int): Clusters, ``1 <= G <= L``.
+        scale (float): Logit scale.
+
+    Returns:
+        Tensor: ``(B, heads, L, d_v)``, in the sorted order.
+    """
     length = int(q.shape[2])  # a plain int also under torch.jit.trace (FLOP counting)
     base, extra = divmod(length, num_clusters)
     if extra == 0:
         return _attend_in_chunks(q, k, v, num_clusters, scale)
-    # Uneven split: `extra` clusters of base+1 tokens, then the rest of base tokens. Two
-    # batched calls, so nothing is padded and no mask is needed.
-    split = extra * (base + 1)
+    split = extra * (base + 1)  # `extra` clusters of base + 1 tokens, then base tokens
     head = _attend_in_chunks(q[:, :, :split], k[:, :, :split], v[:, :, :split], extra, scale)
     tail = _attend_in_chunks(q[:, :, split:], k[:, :, split:], v[:, :, split:],
                              num_clusters - extra, scale)
@@ -299,9 +200,7 @@ def sec_attention(q: Tensor,
     mean key, the sorted sequence is cut into clusters whose sizes differ by at most one (as
     ``torch.tensor_split`` cuts), ``softmax(q k^T * scale) v`` runs inside every cluster, and
     the output rows are returned in the original token order. With one cluster this is plain
-    global attention. The per-cluster attention is :func:`dot_product_attention`: GPUs run
-    the fused ``scaled_dot_product_attention`` kernels, CPUs explicit matrix products for
-    short clusters.
+    global attention.
 
     Args:
         q (Tensor): Queries, ``(B, heads, L, d)``.
@@ -334,7 +233,7 @@ def sec_attention(q: Tensor,
     if scale is None:
         scale = q.shape[-1]**-0.5
     if count == 1 or q.numel() == 0:  # global attention, or nothing to cluster (B = 0)
-        return dot_product_attention(q, k, v, scale=scale)
+        return dispatch.attention(q, k, v, scale=scale)
 
     if order is None:
         order = sec_order(k)
@@ -345,6 +244,6 @@ def sec_attention(q: Tensor,
         return sec_attention_exportable(q, k, v, order, count, scale)
     # One order and one inverse serve all gathers and the restore (and their gradients).
     inverse = inverse_permutation(order)
-    q, k, v = (_PermuteTokens.apply(t, order, inverse, False) for t in (q, k, v))
-    out = _clustered_attention(q, k, v, count, scale)
-    return _PermuteTokens.apply(out, inverse, order, True)
+    q, k, v = (permute_tokens(t, order, inverse) for t in (q, k, v))
+    out = cluster_attention(q, k, v, count, scale)
+    return restore_tokens(out, order, inverse)

@@ -1,9 +1,8 @@
 """SEC attention in operators that exporters translate (ONNX, ``torch.export``).
 
-The eager op (:mod:`.sec_attention`) gathers token rows straight from storage through
-``as_strided`` views, sorts with a stable radix sort of integer keys and, when the clusters
-differ in size, attends in two calls whose sizes are Python integers. ONNX has no strided views
-and no stable sort, and Python integers would freeze one input size into an exported graph.
+The eager op (:mod:`.sec_attention`) attends, when the clusters differ in size, in two calls
+whose sizes are Python integers, which would freeze one input size into an exported graph (its
+primitives already export: :mod:`.dispatch` gives exporters plain gathers and a plain sort).
 Here the same result comes from ``gather`` and a single attention call over a padded cluster
 layout whose sizes all follow from the token count, so one exported graph serves every size.
 

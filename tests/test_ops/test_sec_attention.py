@@ -8,10 +8,6 @@ from sec_mm.ops import (resolve_num_clusters, sec_attention, sec_cluster_sizes, 
 from sec_mm.ops.reference import sec_attention_reference
 
 
-def reference_sec_attention(q, k, v, num_clusters, scale=None):
-    return sec_attention_reference(q, k, v, num_clusters=num_clusters, scale=scale)
-
-
 def random_qkv(batch=2, heads=3, length=50, dim=8, seed=0, dtype=torch.float32):
     gen = torch.Generator().manual_seed(seed)
     return [torch.randn(batch, heads, length, dim, generator=gen, dtype=dtype) for _ in range(3)]
@@ -21,7 +17,7 @@ def random_qkv(batch=2, heads=3, length=50, dim=8, seed=0, dtype=torch.float32):
 def test_matches_reference_num_clusters(length, num_clusters):
     q, k, v = random_qkv(length=length)
     out = sec_attention(q, k, v, num_clusters=num_clusters)
-    ref = reference_sec_attention(q, k, v, num_clusters)
+    ref = sec_attention_reference(q, k, v, num_clusters=num_clusters)
     assert out.shape == q.shape
     torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
 
@@ -30,7 +26,7 @@ def test_matches_reference_num_clusters(length, num_clusters):
 def test_matches_reference_cluster_size(length, cluster_size):
     q, k, v = random_qkv(length=length)
     out = sec_attention(q, k, v, cluster_size=cluster_size)
-    ref = reference_sec_attention(q, k, v, math.ceil(length / cluster_size))
+    ref = sec_attention_reference(q, k, v, num_clusters=math.ceil(length / cluster_size))
     torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
 
 
@@ -39,7 +35,8 @@ def test_custom_scale_and_value_dim():
     v = torch.randn(2, 3, 30, 5)
     out = sec_attention(q, k, v, num_clusters=3, scale=0.3)
     torch.testing.assert_close(
-        out.double(), reference_sec_attention(q, k, v, 3, scale=0.3), atol=1e-5, rtol=1e-5)
+        out.double(), sec_attention_reference(q, k, v, num_clusters=3, scale=0.3),
+        atol=1e-5, rtol=1e-5)
     assert out.shape == (2, 3, 30, 5)
 
 
@@ -101,7 +98,7 @@ def test_gradients_match_reference():
     sec_attention(q, k, v, num_clusters=4).square().sum().backward()
     grads = [t.grad.clone() for t in (q, k, v)]
     q2, k2, v2 = (t.detach().clone().requires_grad_() for t in (q, k, v))
-    reference_sec_attention(q2, k2, v2, 4).square().sum().backward()
+    sec_attention_reference(q2, k2, v2, num_clusters=4).square().sum().backward()
     for grad, ref in zip(grads, (q2.grad, k2.grad, v2.grad)):
         torch.testing.assert_close(grad, ref)
 
@@ -132,9 +129,8 @@ def test_resolve_num_clusters():
     assert resolve_num_clusters(5, num_clusters=8) == 5
 
 
-# ----- fast paths: radix-key sort, row gathers, layouts -----
-from sec_mm.ops import gather_tokens, restore_tokens  # noqa: E402
-from sec_mm.ops.sec_attention import _stable_argsort_rows  # noqa: E402
+# ----- primitives: stable sort, row gathers, layouts -----
+from sec_mm.ops import dispatch, gather_tokens, restore_tokens  # noqa: E402
 
 
 @pytest.mark.parametrize('values', [
@@ -146,7 +142,7 @@ from sec_mm.ops.sec_attention import _stable_argsort_rows  # noqa: E402
     torch.randn(1, 1, 1),
 ])
 def test_key_sort_equals_stable_torch_sort(values):
-    assert torch.equal(_stable_argsort_rows(values),
+    assert torch.equal(dispatch.stable_argsort(values),
                        torch.sort(values, dim=-1, stable=True).indices)
 
 
@@ -192,7 +188,8 @@ def test_token_major_inputs_give_the_reference_result():
     packed = torch.randn(2, 50, 3, 3, 8)
     q, k, v = (t.transpose(1, 2) for t in packed.unbind(2))
     out = sec_attention(q, k, v, num_clusters=4)
-    torch.testing.assert_close(out.double(), reference_sec_attention(q, k, v, 4),
+    torch.testing.assert_close(out.double(),
+                               sec_attention_reference(q, k, v, num_clusters=4),
                                atol=1e-5, rtol=1e-5)
 
 

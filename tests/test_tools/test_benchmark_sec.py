@@ -67,7 +67,7 @@ def test_quick_run_tables_rows_and_agreement(tmp_path):
     assert other in text and 'stale' not in text
     section = text[text.index(tool.BEGIN_MARKER):text.index(tool.END_MARKER)]
     for title in ['(a) SEC attention layer', '(b) Cost of clustering', '(c) Whole classifiers',
-                  '(d) cluster_size vs. num_clusters', 'Targets (issue 5)', '1 CPU threads',
+                  '(d) cluster_size vs. num_clusters', 'Targets', '1 CPU threads',
                   'torch ' + torch.__version__, 'CPU time per table, user / kernel']:
         assert title in section
     assert section.count('| stage 1 @ 64x64 |') == 3  # two rows in (a), one in (b)

@@ -15,9 +15,9 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
-from sec_mm.models.layers.rope import split_qkv_with_rope
 from sec_mm.models.layers import SECAttention
 from sec_mm.ops import resolve_num_clusters, sec_cluster_sizes, sec_order
+from sec_mm.ops.dispatch import split_qkv_with_rope
 from tool_helpers import load_tool
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

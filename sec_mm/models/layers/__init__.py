@@ -3,7 +3,7 @@ import importlib.util
 from .conv_ffn import ConvFFN
 from .depthwise_conv import DepthwiseConv2d
 from .norm import LayerNorm2d
-from .rope import RotaryEmbedding2d, apply_rope, rotate_pairs, split_qkv_with_rope
+from .rope import RotaryEmbedding2d, apply_rope, rotate_pairs
 from .sec_attention_2d import SECAttention
 from .secvit_block import SECViTBlock
 

@@ -2,7 +2,7 @@
 import torch.nn as nn
 from torch import Tensor
 
-from .inplace import add_into
+from sec_mm.ops import dispatch
 from .memory_format import channels_last_conv_weights
 
 
@@ -28,5 +28,5 @@ class ConvFFN(nn.Module):
         hidden = self.act(self.fc1(x))
         # In place into the depthwise conv's fresh output (its backward does not need it):
         # saves one 3C-channel allocation, the largest tensors of a block.
-        hidden = add_into(self.dwconv(hidden), hidden)
+        hidden = dispatch.add_into_fresh(self.dwconv(hidden), hidden)
         return self.fc2(hidden)

@@ -1,111 +1,13 @@
 """2-D rotary position embedding (RoPE) as used by the SECViT release."""
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 import torch.nn as nn
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
-from sec_mm.ops.compat import is_compiling, is_exporting
+from sec_mm.ops import apply_rope, rotate_pairs
 
-__all__ = ['rotate_pairs', 'apply_rope', 'split_qkv_with_rope', 'RotaryEmbedding2d']
-
-
-def rotate_pairs(x: Tensor) -> Tensor:
-    """Map each consecutive pair ``(x0, x1)`` of the last axis to ``(-x1, x0)``."""
-    pairs = x.unflatten(-1, (-1, 2))
-    return torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
-
-
-def apply_rope(x: Tensor, sin: Tensor, cos: Tensor) -> Tensor:
-    """Rotate ``x`` of shape ``(..., L, d)`` by the angles behind ``sin``/``cos`` ``(L, d)``."""
-    return x * cos + rotate_pairs(x) * sin
-
-
-def _rotate_complex(x: Tensor, rotation: Tensor, out: Tensor) -> None:
-    """``out = x * rotation`` with channel pairs of ``x``/``out`` read as complex numbers.
-
-    ``x``: ``(B, L, heads, d)``; ``rotation``: complex ``(L, d / 2)``; ``out``: a
-    ``(B, L, heads, d)`` view of any layout (written in place).
-    """
-    if x.stride(-1) != 1 or any(stride % 2 for stride in x.stride()[:-1]) or \
-            x.storage_offset() % 2:
-        x = x.contiguous()
-    torch.mul(torch.view_as_complex(x.unflatten(-1, (-1, 2))), rotation[:, None],
-              out=torch.view_as_complex(out.unflatten(-1, (-1, 2))))
-
-
-class _SplitQKVWithRope(torch.autograd.Function):
-    """q, k, v of a token-major qkv projection, q and k rotated into head-major buffers.
-
-    The backward pass rotates the gradients of q and k back and writes all three into one
-    gradient of the projection, so no gradient is stacked or concatenated afterwards.
-    """
-
-    @staticmethod
-    def forward(ctx, qkv: Tensor, rotation: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        batch, length, _, heads, dims = qkv.shape
-        q = qkv.new_empty((batch, heads, length, dims))
-        k = qkv.new_empty((batch, heads, length, dims))
-        _rotate_complex(qkv[:, :, 0], rotation, q.transpose(1, 2))
-        _rotate_complex(qkv[:, :, 1], rotation, k.transpose(1, 2))
-        ctx.save_for_backward(rotation)
-        ctx.qkv_shape = qkv.shape
-        # A dense copy of v: the LCE conv would copy the strided view anyway, and gathering
-        # rows from dense memory is faster.
-        return q, k, qkv[:, :, 2].contiguous()
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_q: Optional[Tensor], grad_k: Optional[Tensor],
-                 grad_v: Optional[Tensor]) -> Tuple[Tensor, None]:
-        rotation, = ctx.saved_tensors
-        grad = rotation.real.new_empty(ctx.qkv_shape)
-        # A rotation's adjoint is the rotation by the opposite angle.
-        inverse = rotation.conj().resolve_conj()
-        for index, part in enumerate((grad_q, grad_k)):
-            if part is None:
-                grad[:, :, index].zero_()
-            else:
-                _rotate_complex(part.transpose(1, 2), inverse, grad[:, :, index])
-        if grad_v is None:
-            grad[:, :, 2].zero_()
-        else:
-            grad[:, :, 2].copy_(grad_v)
-        return grad, None
-
-
-def split_qkv_with_rope(qkv: Tensor, sin: Tensor,
-                        cos: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-    """Queries and keys rotated by RoPE, and values, of a token-major qkv projection.
-
-    ``q`` and ``k`` equal ``apply_rope(qkv[:, :, i].transpose(1, 2), sin, cos)`` for tables
-    made by :class:`RotaryEmbedding2d` (both channels of a rotated pair share their angle),
-    but are computed as one complex multiplication per tensor that writes straight into the
-    head-major layout attention reads (several times faster on CPU than
-    ``x * cos + rotate_pairs(x) * sin``), and their gradients go straight back into one
-    gradient of ``qkv``.
-
-    Args:
-        qkv (Tensor): ``(B, L, 3, heads, d)``, e.g. a view of a channels-last qkv projection.
-        sin (Tensor): ``(L, d)`` from :class:`RotaryEmbedding2d`.
-        cos (Tensor): ``(L, d)``.
-
-    Returns:
-        tuple[Tensor, Tensor, Tensor]: ``q`` and ``k``, contiguous ``(B, heads, L, d)`` in the
-        dtype that ``q * cos`` has (float32 for half-precision ``qkv`` and float32 tables, as
-        in the release), and ``v``, ``qkv[:, :, 2]`` as ``(B, L, heads, d)`` (contiguous on the
-        fast path, a view otherwise).
-    """
-    dtype = torch.promote_types(qkv.dtype, cos.dtype)
-    if is_compiling() or is_exporting() or qkv.dtype != dtype or \
-            dtype not in (torch.float32, torch.float64):
-        # Compilers fuse the real-valued formula well; exporters have no complex numbers;
-        # complex views need float32/64; the gradient buffer needs one dtype for q, k and v.
-        q, k, v = qkv.unbind(2)
-        return (*(apply_rope(t.transpose(1, 2).to(dtype), sin, cos) for t in (q, k)), v)
-    rotation = torch.complex(cos[:, 0::2].to(dtype), sin[:, 0::2].to(dtype))
-    return _SplitQKVWithRope.apply(qkv, rotation)
+__all__ = ['rotate_pairs', 'apply_rope', 'RotaryEmbedding2d']
 
 
 class RotaryEmbedding2d(nn.Module):

@@ -5,8 +5,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from sec_mm.ops import sec_attention
-from .inplace import add_into
+from sec_mm.ops import dispatch, sec_attention
 from .memory_format import channels_last_conv_weights
 from .sec_attention_core import SECAttentionCore
 
@@ -92,5 +91,5 @@ class SECAttention(SECAttentionCore, nn.Module):
         out = out.transpose(1, 2).reshape(batch, height, width, channels).permute(0, 3, 1, 2)
         if self.lce is not None:
             # In place into the conv's fresh output: one large allocation fewer.
-            out = add_into(self.local_context(v, (height, width)), out)
+            out = dispatch.add_into_fresh(self.local_context(v, (height, width)), out)
         return self.proj(out)

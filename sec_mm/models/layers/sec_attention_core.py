@@ -5,9 +5,9 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from sec_mm.ops import resolve_num_clusters, sec_order
+from sec_mm.ops import dispatch, resolve_num_clusters, sec_order
 from .depthwise_conv import DepthwiseConv2d
-from .rope import RotaryEmbedding2d, split_qkv_with_rope
+from .rope import RotaryEmbedding2d
 
 __all__ = ['SECAttentionCore']
 
@@ -98,8 +98,8 @@ class SECAttentionCore:
         sin, cos = rope if rope is not None else self.rope(*hw_shape)
         extra = num_extra_tokens
         if extra == 0:
-            return split_qkv_with_rope(qkv, sin, cos)
-        image_q, image_k, _ = split_qkv_with_rope(qkv[:, extra:], sin, cos)
+            return dispatch.split_qkv_with_rope(qkv, sin, cos)
+        image_q, image_k, _ = dispatch.split_qkv_with_rope(qkv[:, extra:], sin, cos)
         q, k, v = qkv[:, :extra].unbind(2)
         q, k = (torch.cat([t.transpose(1, 2).to(image.dtype), image], dim=2)
                 for t, image in ((q, image_q), (k, image_k)))

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from mmpretrain.models.utils import MultiheadAttention
 from torch import Tensor
 
-from sec_mm.ops import (dot_product_attention, inverse_permutation, permute_tokens,
-                        restore_tokens, sec_attention, sec_cluster_sizes)
+from sec_mm.ops import (dispatch, inverse_permutation, permute_tokens, restore_tokens,
+                        sec_attention, sec_cluster_sizes)
 from .sec_attention_core import SECAttentionCore
 
 
@@ -150,7 +150,7 @@ class SECMultiheadAttention(SECAttentionCore, MultiheadAttention):
             return sec_attention(q, k, v, num_clusters=count, scale=self.scale, order=order)
 
         # The extra tokens' queries see everything.
-        extra_out = dot_product_attention(q[:, :, :extra], k, v, scale=self.scale)
+        extra_out = dispatch.attention(q[:, :, :extra], k, v, scale=self.scale)
         inverse = inverse_permutation(order)
         image_q, image_k, image_v = (permute_tokens(t[:, :, extra:], order, inverse)
                                      for t in (q, k, v))
@@ -180,7 +180,7 @@ class SECMultiheadAttention(SECAttentionCore, MultiheadAttention):
             extra_k_c, extra_v_c = (
                 t.unsqueeze(2).expand(-1, -1, clusters, -1, -1).reshape(
                     batch, heads * clusters, extra, t.shape[-1]) for t in (extra_k, extra_v))
-            out = dot_product_attention(q_c, torch.cat([extra_k_c, k_c], dim=2),
+            out = dispatch.attention(q_c, torch.cat([extra_k_c, k_c], dim=2),
                                         torch.cat([extra_v_c, v_c], dim=2), scale=self.scale)
             outs.append(out.reshape(batch, heads, clusters * size, out.shape[-1]))
             start = stop

@@ -7,9 +7,10 @@ import torch.utils.checkpoint as cp
 from mmcv.cnn.bricks import DropPath
 from torch import Tensor
 
+from sec_mm.ops import dispatch
+
 from .conv_ffn import ConvFFN
 from .memory_format import channels_last_conv_weights
-from .inplace import add_into
 from .norm import LayerNorm2d
 from .sec_attention_2d import SECAttention
 
@@ -66,7 +67,7 @@ class SECViTBlock(nn.Module):
             self.gamma1 = self.gamma2 = None
 
     def _forward(self, x: Tensor, rope: Optional[Tuple[Tensor, Tensor]]) -> Tensor:
-        x = add_into(self.cpe(x), x)  # x + cpe(x), into the conv's fresh output
+        x = dispatch.add_into_fresh(self.cpe(x), x)  # x + cpe(x), into the conv's fresh output
         attn = self.attn(self.norm1(x), rope)
         x = x + self.drop_path(attn if self.gamma1 is None else self.gamma1 * attn)
         ffn = self.ffn(self.norm2(x))

@@ -4,6 +4,7 @@ import torch
 
 from sec_mm import ops
 from sec_mm.models import SECSwinTransformer, SECViT, SECVisionTransformer
+from sec_mm.models.layers import DepthwiseConv2d
 
 TINY = dict(embed_dims=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8])
 BACKBONES = {
@@ -39,7 +40,7 @@ def test_ops_take_empty_batches():
     results = {
         'sec_attention': ops.sec_attention(q, q, q, num_clusters=4),
         'sec_attention by size': ops.sec_attention(q, q, q, cluster_size=49),
-        'dot_product_attention': ops.dot_product_attention(q, q, q),
+        'dispatch.attention': ops.dispatch.attention(q, q, q),
         'gather_tokens': ops.gather_tokens(q, index),
         'restore_tokens': ops.restore_tokens(q, index),
         'sec_merge_attention': ops.sec_merge_attention(q, q, q, 16),
@@ -49,9 +50,9 @@ def test_ops_take_empty_batches():
         out.sum().backward()
     assert ops.sec_order(q).shape == (0, 2, 300)
     x = torch.rand(0, 4, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_()
-    weight, bias = torch.rand(4, 1, 5, 5, requires_grad=True), torch.rand(4, requires_grad=True)
-    ops.depthwise_conv2d(x, weight, bias, padding=2).sum().backward()
-    assert bias.grad.shape == (4, ) and not bias.grad.any()
+    conv = DepthwiseConv2d(4, 5)  # the LCE conv
+    conv(x).sum().backward()
+    assert conv.bias.grad.shape == (4, ) and not conv.bias.grad.any()
 
 
 @pytest.mark.parametrize('kwargs, error, message', [

@@ -34,7 +34,7 @@ def test_depthwise_5x5_weight_gradient_is_laid_out_like_the_weight():
     conv = DepthwiseConv2d(8, 5)
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     x = torch.rand(2, 8, 12, 12).contiguous(memory_format=torch.channels_last)
-    conv(x.requires_grad_()).sum().backward()  # the ops' 3x3-pieces weight gradient
+    conv(x.requires_grad_()).sum().backward()
     assert conv.weight.grad.stride() == conv.weight.stride()
     reference = torch.nn.functional.conv2d(x, conv.weight.detach().clone().requires_grad_(),
                                            conv.bias, padding=2, groups=8)

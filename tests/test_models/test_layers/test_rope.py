@@ -39,7 +39,7 @@ def test_first_half_follows_rows_second_half_columns():
 
 
 def test_split_qkv_with_rope_equals_apply_rope_for_a_strided_projection():
-    from sec_mm.models.layers import split_qkv_with_rope
+    from sec_mm.ops.dispatch import split_qkv_with_rope
     sin, cos = RotaryEmbedding2d(8)(3, 5)
     # (B, L, 3, heads, d) as a view of a channels-last projection (B, 3 * heads * d, H, W).
     projection = torch.randn(2, 96, 3, 5).contiguous(memory_format=torch.channels_last)
@@ -53,7 +53,7 @@ def test_split_qkv_with_rope_equals_apply_rope_for_a_strided_projection():
 
 
 def test_split_qkv_with_rope_gradients():
-    from sec_mm.models.layers import split_qkv_with_rope
+    from sec_mm.ops.dispatch import split_qkv_with_rope
     sin, cos = (t.double() for t in RotaryEmbedding2d(4)(2, 3))
     qkv = torch.randn(2, 6, 3, 2, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: split_qkv_with_rope(t, sin, cos), (qkv, ))
@@ -67,7 +67,7 @@ def test_split_qkv_with_rope_gradients():
 
 
 def test_split_qkv_with_rope_promotes_half_precision_like_the_release():
-    from sec_mm.models.layers import split_qkv_with_rope
+    from sec_mm.ops.dispatch import split_qkv_with_rope
     sin, cos = RotaryEmbedding2d(8)(2, 2)
     qkv = torch.randn(1, 4, 3, 1, 8).bfloat16()
     q, k, v = split_qkv_with_rope(qkv, sin, cos)

@@ -1,38 +1,46 @@
-"""Dense attention over many short sequences, as SEC's clusters give it.
+"""Dense attention over many short sequences as explicit ``bmm`` + softmax + ``bmm``.
 
 ``scaled_dot_product_attention`` on CPU runs its flash kernel, whose blocked loop is built for
 long sequences: for the thousands of ~100-token clusters of a SECViT stage it spends more time
-in per-block overhead than in arithmetic. Explicit ``bmm`` + softmax + ``bmm`` is faster there
-(1.2-1.7x forward and backward at 2 threads, within 5% at 1 thread), provided that the
-score matrices are produced a cache-sized chunk at a time: a score tensor of tens of MB costs
-more in page faults than in arithmetic. For longer sequences the flash kernel wins and is used.
+in per-block overhead than in arithmetic. Explicit matrix products are faster there, provided
+the score matrices are produced a cache-sized chunk of sequences at a time (a score tensor of
+tens of MB costs more in page faults than in arithmetic). For longer sequences the flash
+kernel wins.
 
-Pure PyTorch on purpose: nothing here knows about mmengine, mmdet, mmseg or mmpretrain.
+Measured against the flash kernel (benchmarks/results.md, "Dispatch kernels"; torch 2.14,
+2 threads, medians of 21 interleaved runs), forward and backward of ``(B, sequences, L, 32)``:
+SECViT-T's clusters at batch 8, ``(8, 64, 98, 32)`` 28.1 vs. 38.4 ms (1.37x), ``(8, 32, 98,
+32)`` 15.3 vs. 19.7 ms (1.29x), ``(8, 16, 98, 32)`` 7.8 vs. 9.6 ms (1.23x), ``(8, 16, 49,
+32)`` 2.4 vs. 3.1 ms (1.31x); ``(8, 64, 128, 32)`` 41.5 vs. 47.4 ms (1.14x); from 196 keys on
+the flash kernel is faster (``(1, 128, 196, 32)`` 0.95x, ``(1, 64, 256, 32)`` 0.81x).
 """
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .compat import is_compiling
+__all__ = ['MAX_LENGTH', 'supports', 'attention']
 
-__all__ = ['dot_product_attention', 'EXPLICIT_MAX_LENGTH']
-
-#: Longest key sequence that CPU attention computes with explicit matrix products. Measured on
-#: a 2-core AVX-512 CPU (head dims 32-64): explicit is 1.2-1.7x faster than the flash kernel up
-#: to 128 tokens, about even at 196 and slower from 256 on.
-EXPLICIT_MAX_LENGTH = 128
+#: Longest key sequence computed with explicit matrix products (see the measurement above).
+MAX_LENGTH = 128
 
 # Score matrices computed per chunk of sequences: about 2 MB, so that they stay in cache.
 _CHUNK_BYTES = 2 * 1024 * 1024
 
 
+def supports(q: Tensor, k: Tensor, v: Tensor) -> bool:
+    """CPU float32/float64 q, k, v of one dtype and leading shape, at most
+    :data:`MAX_LENGTH` keys."""
+    return (q.device.type == 'cpu' and q.dtype in (torch.float32, torch.float64)
+            and q.dtype == k.dtype == v.dtype and k.shape[-2] <= MAX_LENGTH
+            and q.shape[:-2] == k.shape[:-2] == v.shape[:-2])
+
+
 def _chunks(q: Tensor, k: Tensor) -> Iterator[slice]:
     """Slices of the sequence axis whose score matrices take about ``_CHUNK_BYTES``."""
     num_sequences, scores = q.shape[0], q.shape[1] * k.shape[1] * q.element_size()
-    step = max(1, _CHUNK_BYTES // scores)
+    step = max(1, _CHUNK_BYTES // max(scores, 1))
     for start in range(0, num_sequences, step):
         yield slice(start, min(num_sequences, start + step))
 
@@ -77,42 +85,18 @@ class _ExplicitAttention(torch.autograd.Function):
         return grad_q.mul_(ctx.scale), grad_k.mul_(ctx.scale), grad_v, None
 
 
-def _use_explicit(q: Tensor, k: Tensor, v: Tensor) -> bool:
-    if q.numel() == 0 or k.numel() == 0:
-        # Nothing to compute (e.g. batch size 0); the CPU flash kernel's backward aborts the
-        # process on empty inputs.
-        return q.shape[:-2] == k.shape[:-2] == v.shape[:-2]
-    return (q.device.type == 'cpu' and q.dtype in (torch.float32, torch.float64)
-            and q.dtype == k.dtype == v.dtype and k.shape[-2] <= EXPLICIT_MAX_LENGTH
-            and q.shape[:-2] == k.shape[:-2] == v.shape[:-2]
-            # Tracers and compilers see the standard op (FLOP counting handles it;
-            # inductor fuses it).
-            and not torch.jit.is_tracing() and not is_compiling())
-
-
-def dot_product_attention(q: Tensor, k: Tensor, v: Tensor,
-                          scale: Optional[float] = None) -> Tensor:
-    """``softmax(q k^T * scale) v``, the result of ``F.scaled_dot_product_attention``.
-
-    On CPU in float32/float64 with key sequences of at most :data:`EXPLICIT_MAX_LENGTH` tokens
-    it uses explicit matrix products a chunk of sequences at a time; everywhere else (GPUs,
-    half precision, longer sequences, tracing, ``torch.compile``) it calls
-    ``F.scaled_dot_product_attention`` and its fused kernels. Both give the same values up to
-    float rounding, and the same gradients.
+def attention(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
+    """``F.scaled_dot_product_attention(q, k, v, scale=scale)``.
 
     Args:
         q (Tensor): ``(..., L_q, d)``.
         k (Tensor): ``(..., L_k, d)``, the same leading dims.
         v (Tensor): ``(..., L_k, d_v)``.
-        scale (float, optional): Logit scale; defaults to ``d ** -0.5``.
+        scale (float): Logit scale.
 
     Returns:
         Tensor: ``(..., L_q, d_v)``.
     """
-    if scale is None:
-        scale = q.shape[-1]**-0.5
-    if not _use_explicit(q, k, v):
-        return F.scaled_dot_product_attention(q, k, v, scale=scale)
     lead = q.shape[:-2]
     out = _ExplicitAttention.apply(q.reshape((-1, ) + q.shape[-2:]),
                                    k.reshape((-1, ) + k.shape[-2:]),
