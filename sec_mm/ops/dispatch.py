@@ -102,6 +102,24 @@ def gather_rows(x: Tensor, index: Tensor) -> Tensor:
     return x.gather(2, _row_index(index, x.shape[-1]))
 
 
+class _GatherPermutation(torch.autograd.Function):
+    """``x.gather(2, order)`` whose gradient is the gather by the inverse permutation.
+
+    A permutation's gradient only moves rows back; autograd's own backward of ``gather``
+    zero-fills a buffer and scatter-adds into it (atomic adds on GPUs).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, order: Tensor, inverse: Tensor) -> Tensor:
+        ctx.save_for_backward(inverse)
+        return x.gather(2, _row_index(order, x.shape[-1]))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tuple[Tensor, None, None]:
+        inverse, = ctx.saved_tensors
+        return grad.gather(2, _row_index(inverse, grad.shape[-1])), None, None
+
+
 def permute_rows(x: Tensor, order: Tensor, inverse: Optional[Tensor] = None) -> Tensor:
     """:func:`gather_rows` for an ``order`` that permutes the ``L`` tokens of every row.
 
@@ -113,10 +131,13 @@ def permute_rows(x: Tensor, order: Tensor, inverse: Optional[Tensor] = None) -> 
     Returns:
         Tensor: Contiguous ``(B, heads, L, d)``.
     """
+    if is_exporting() or torch.jit.is_tracing():
+        # Tracers record a custom autograd Function as an opaque node.
+        return x.gather(2, _row_index(order, x.shape[-1]))
+    inverse = inverse_permutation(order) if inverse is None else inverse
     if uses_kernel('rows') and row_gather.supports(x):
-        inverse = inverse_permutation(order) if inverse is None else inverse
         return row_gather.permute_rows(x, order, inverse)
-    return x.gather(2, _row_index(order, x.shape[-1]))
+    return _GatherPermutation.apply(x, order, inverse)
 
 
 def scatter_rows(x: Tensor, order: Tensor, inverse: Optional[Tensor] = None) -> Tensor:

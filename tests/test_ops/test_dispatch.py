@@ -158,3 +158,22 @@ def test_sec_attention_on_plain_ops_equals_the_kernels():
     _assert_same(kernel, plain)
     assert kernel[0][0].transpose(1, 2).is_contiguous()
     assert plain[0][0].transpose(1, 2).is_contiguous()
+
+
+def test_plain_permutation_gradient_is_a_gather_not_a_scatter_add():
+    """The plain path (GPUs) moves a permutation's gradient rows back with a gather."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 17, 8, requires_grad=True)
+    order = torch.rand(2, 3, 17).argsort(dim=-1)
+    grad = torch.randn(2, 3, 17, 8)
+    expected, = torch.autograd.grad(x.gather(2, order[..., None].expand(-1, -1, -1, 8)), x,
+                                    grad)
+    with dispatch.plain_ops('rows'):
+        out = dispatch.permute_rows(x, order)
+        with torch.profiler.profile() as profile:
+            ours, = torch.autograd.grad(out, x, grad)
+    assert torch.equal(out, x.detach().gather(2, order[..., None].expand(-1, -1, -1, 8)))
+    assert torch.equal(ours, expected)
+    names = {event.name for event in profile.events()}
+    assert 'aten::gather' in names
+    assert not any(name.startswith('aten::scatter_add') for name in names)
