@@ -275,7 +275,7 @@ def build_runner(cfg: Config) -> Runner:
     config itself.
 
     Given a config, the Runner logs, dumps and stores it in checkpoints as yapf-formatted text
-    (``Config.pretty_text``), several seconds per run on this CPU and nothing a short test
+    (``Config.pretty_text``), seconds per run, and nothing a short test
     looks at. Everything else is built exactly as ``from_cfg`` builds it.
     """
     cfg = copy.deepcopy(cfg)
