@@ -439,7 +439,7 @@ def bench_cluster_modes(args, device: torch.device) -> List[dict]:
                                    drop_path_rates=[0., 0.], norm_cfg=dict(type='BN'),
                                    **setting).to(device).eval()
     stages['cluster_size'].load_state_dict(stages['num_clusters'].state_dict())
-    rows, base_time = [], {}
+    rows = []
     for size in sizes:
         x = torch.randn(1, channels, size // 4, size // 4, device=device)
         fns = {mode: (lambda stage=stage: stage(x)) for mode, stage in stages.items()}

@@ -5,12 +5,12 @@ from mmpretrain.models.backbones import VisionTransformer
 from torch import Tensor
 
 from sec_mm.models.layers import SECMultiheadAttention
-from sec_mm.models.utils import check_out_indices, expand_cluster_setting
-from sec_mm.utils.checkpoint import (load_pretrained_into, pop_pretrained_cfg,
-                                     require_fitting_state_dict)
+from sec_mm.models.utils import (StockWeightsMixin, check_out_indices,
+                                 expand_cluster_setting)
+from sec_mm.utils.checkpoint import require_fitting_state_dict
 
 
-class SECVisionTransformer(VisionTransformer):
+class SECVisionTransformer(StockWeightsMixin, VisionTransformer):
     """Vision Transformer whose global attention is SEC attention ("SEC-DeiT"), from `Semantic
     Equitable Clustering: A Simple and Effective Strategy for Clustering Vision Tokens`
     (ICCV 2025).
@@ -66,8 +66,6 @@ class SECVisionTransformer(VisionTransformer):
         (1, 384, 14, 14)
     """
     default_num_clusters = 4
-    # The average-pooling norm exists only for out_type='avg_featmap'.
-    NEW_PARTS = ('ln2.', )
 
     def __init__(self,
                  arch: Union[str, dict] = 'deit-small',
@@ -95,13 +93,17 @@ class SECVisionTransformer(VisionTransformer):
             # The parent froze its layers before their attention was replaced.
             self._freeze_stages()
         # After the parent's position-embedding resize: whoever loads, the weights must fit.
-        require_fitting_state_dict(self, self.NEW_PARTS)
+        require_fitting_state_dict(self, self.new_parts())
 
     def _per_layer(self, num_clusters, cluster_size) -> List[Dict[str, int]]:
         return expand_cluster_setting('SECVisionTransformer', num_clusters, cluster_size,
                                       self.default_num_clusters, self.num_layers, 'layer')
 
-    def _adapt_checkpoint(self, state: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    def new_parts(self) -> Sequence[str]:
+        # The average-pooling norm exists only for out_type='avg_featmap'.
+        return ('ln2.', )
+
+    def adapt_stock_checkpoint(self, state: Dict[str, Tensor]) -> Dict[str, Tensor]:
         state = dict(state)
         self._prepare_pos_embed(state, '')  # resize to this img_size, as mmpretrain does
         return state
@@ -111,17 +113,3 @@ class SECVisionTransformer(VisionTransformer):
             # mmpretrain reshapes to (B, H, W, -1), which is ambiguous for B = 0.
             return x[:, self.num_extra_tokens:].reshape(0, *hw, x.shape[-1]).permute(0, 3, 1, 2)
         return super()._format_output(x, hw)
-
-    def train(self, mode: bool = True) -> 'SECVisionTransformer':
-        # mmpretrain's backbones return None here; torch's convention (`model.eval()`) is self.
-        super().train(mode)
-        return self
-
-    def init_weights(self) -> None:
-        init_cfg = self.init_cfg
-        pretrained, self.init_cfg = pop_pretrained_cfg(init_cfg)
-        super().init_weights()
-        self.init_cfg = init_cfg
-        if pretrained is not None:
-            load_pretrained_into(self, pretrained['checkpoint'], prefix=pretrained.get('prefix'),
-                                 adapt=self._adapt_checkpoint, optional_prefixes=self.NEW_PARTS)

@@ -16,8 +16,7 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from sec_mm.models.layers import SECMultiheadAttention
-from sec_mm.models.utils import expand_cluster_setting
-from sec_mm.utils.checkpoint import load_pretrained_into, pop_pretrained_cfg
+from sec_mm.models.utils import StockWeightsMixin, expand_cluster_setting
 
 #: The extra that provides FasterViT (setup.py ``extras_require['fastervit']``).
 FASTERVIT_EXTRA = 'pip install "sec_mm[fastervit]" (fastervit==1.0.0, timm==1.0.31)'
@@ -177,7 +176,7 @@ class SECFasterViTStage(nn.Module):
         return out, (out if self.downsample is None else self.downsample(out))
 
 
-class SECFasterViT(BaseModule):
+class SECFasterViT(StockWeightsMixin, BaseModule):
     """FasterViT whose hierarchical attention is SEC attention ("SEC-FasterViT"), from
     `Semantic Equitable Clustering: A Simple, Fast and Effective Strategy for Vision
     Transformer <https://arxiv.org/abs/2405.13337>`_.
@@ -381,7 +380,7 @@ class SECFasterViT(BaseModule):
                       f'hierarchical attention that SEC attention replaces: '
                       f'{", ".join(skipped)}', logger='current')
 
-    def _adapt_checkpoint(self, state: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    def adapt_stock_checkpoint(self, state: Dict[str, Tensor]) -> Dict[str, Tensor]:
         state = dict(state)
         head = [k for k in state if k.startswith('head.')]
         for key in head:
@@ -392,17 +391,9 @@ class SECFasterViT(BaseModule):
         self._drop_replaced_attention_keys(state, '')
         return state
 
-    def init_weights(self) -> None:
-        init_cfg = self.init_cfg
-        pretrained, self.init_cfg = pop_pretrained_cfg(init_cfg)
-        if not self.init_cfg:
-            self.init_cfg = self.default_init_cfg
-        super().init_weights()
-        self.init_cfg = init_cfg
-        if pretrained is not None:
-            new_parts = [k for k in self.state_dict() if '.attn.lce.' in k]
-            load_pretrained_into(self, pretrained['checkpoint'], prefix=pretrained.get('prefix'),
-                                 adapt=self._adapt_checkpoint, optional_prefixes=new_parts)
+    def new_parts(self) -> List[str]:
+        # What a stock FasterViT checkpoint lacks: SEC attention's LCE.
+        return [k for k in self.state_dict() if '.attn.lce.' in k]
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         if x.dim() != 4 or x.shape[1] != self.in_channels:

@@ -6,15 +6,15 @@ from mmpretrain.models.backbones import SwinTransformer
 from torch import Tensor
 
 from sec_mm.models.layers import SECMultiheadAttention
-from sec_mm.models.utils import check_out_indices, expand_cluster_setting
-from sec_mm.utils.checkpoint import (CheckpointMismatchError, load_pretrained_into,
-                                     pop_pretrained_cfg, require_fitting_state_dict)
+from sec_mm.models.utils import (StockWeightsMixin, check_out_indices,
+                                 expand_cluster_setting)
+from sec_mm.utils.checkpoint import CheckpointMismatchError, require_fitting_state_dict
 
 # Parameters and buffers of window attention that SEC attention has no counterpart for.
 WINDOW_ONLY_KEYS = ('relative_position_bias_table', 'relative_position_index', 'attn_mask')
 
 
-class SECSwinTransformer(SwinTransformer):
+class SECSwinTransformer(StockWeightsMixin, SwinTransformer):
     """Swin Transformer whose (shifted) window attention is SEC attention, from `Semantic
     Equitable Clustering: A Simple, Fast and Effective Strategy for Vision Transformer
     <https://arxiv.org/abs/2405.13337>`_ ("SEC-Swin").
@@ -104,7 +104,7 @@ class SECSwinTransformer(SwinTransformer):
         # is loaded (mmengine's load_checkpoint / load_from as well as init_cfg).
         self._register_load_state_dict_pre_hook(self._adapt_window_attention_keys)
         # Then anything that still does not fit raises, whoever loads.
-        require_fitting_state_dict(self, self._new_parts())
+        require_fitting_state_dict(self, self.new_parts())
 
     def _per_stage(self, num_clusters, cluster_size) -> List[Dict[str, int]]:
         return expand_cluster_setting('SECSwinTransformer', num_clusters, cluster_size,
@@ -132,7 +132,7 @@ class SECSwinTransformer(SwinTransformer):
                       f'of the checkpoint that SEC attention does not use: {", ".join(skipped)}',
                       logger='current')
 
-    def _adapt_checkpoint(self, state: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    def adapt_stock_checkpoint(self, state: Dict[str, Tensor]) -> Dict[str, Tensor]:
         if 'patch_embed.proj.weight' in state and any(k.startswith('layers.') for k in state):
             state = _convert_original_swin(state)
         state = dict(state)
@@ -141,22 +141,7 @@ class SECSwinTransformer(SwinTransformer):
             self._prepare_abs_pos_embed(state, '')
         return state
 
-    def train(self, mode: bool = True) -> 'SECSwinTransformer':
-        # mmpretrain's backbones return None here; torch's convention (`model.eval()`) is self.
-        super().train(mode)
-        return self
-
-    def init_weights(self) -> None:
-        init_cfg = self.init_cfg
-        pretrained, self.init_cfg = pop_pretrained_cfg(init_cfg)
-        super().init_weights()
-        self.init_cfg = init_cfg
-        if pretrained is not None:
-            load_pretrained_into(self, pretrained['checkpoint'], prefix=pretrained.get('prefix'),
-                                 adapt=self._adapt_checkpoint,
-                                 optional_prefixes=self._new_parts())
-
-    def _new_parts(self) -> List[str]:
+    def new_parts(self) -> List[str]:
         # What a stock Swin checkpoint lacks: LCE, and output norms of other out_indices.
         return [k for k in self.state_dict() if '.attn.lce.' in k or k.startswith('norm')]
 

@@ -1,9 +1,11 @@
-"""Helpers of the SEC models that are not models: argument checks and the cluster setting."""
+"""Helpers of the SEC models that are not models: argument checks, the cluster setting and
+strict loading of stock weights."""
 from .argument_checks import (check_int, check_out_indices, check_positive_number,
                               check_probability, is_int)
 from .cluster_setting import ClusterSetting, expand_cluster_setting
+from .stock_weights import StockWeightsMixin
 
 __all__ = [
     'is_int', 'check_int', 'check_out_indices', 'check_positive_number', 'check_probability',
-    'ClusterSetting', 'expand_cluster_setting'
+    'ClusterSetting', 'expand_cluster_setting', 'StockWeightsMixin'
 ]
