@@ -120,10 +120,12 @@ import mmpretrain
 from mmpretrain.apis import ModelHub
 model = mmpretrain.get_model('secvit-t_8xb128_in1k')
 result = mmpretrain.inference_model('secvit-t_8xb128_in1k', sys.argv[1])
-print(json.dumps(dict(
-    sec_mm=sec_mm.__file__, config=ModelHub.get('secvit-t_8xb128_in1k').config.filename,
-    secvit=mmpretrain.list_models('*secvit*'), backbone=type(model.backbone).__name__,
-    scores=list(result['pred_scores'].shape), pred_class=result['pred_class'])))
+# To a file: the inferencer's progress bar shares stdout and may not end its line.
+with open(sys.argv[2], 'w') as report:
+    json.dump(dict(
+        sec_mm=sec_mm.__file__, config=ModelHub.get('secvit-t_8xb128_in1k').config.filename,
+        secvit=mmpretrain.list_models('*secvit*'), backbone=type(model.backbone).__name__,
+        scores=list(result['pred_scores'].shape), pred_class=result['pred_class']), report)
 '''
 
 
@@ -163,11 +165,12 @@ def test_by_name_from_a_regular_install(tmp_path):
     work.mkdir()
     image = work / 'image.jpg'
     cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 255, (64, 80, 3), np.uint8))
-    done = subprocess.run([str(python), '-c', BY_NAME, str(image)], cwd=work, env=env,
+    done = subprocess.run([str(python), '-c', BY_NAME, str(image), str(work / 'report.json')],
+                          cwd=work, env=env,
                           text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report = json.loads((work / 'report.json').read_text())
     assert Path(report['sec_mm']).parent == installed
     assert Path(report['config']) == (installed / '.mim/configs/classification/secvit/'
                                       'secvit-t_8xb128_in1k.py')
