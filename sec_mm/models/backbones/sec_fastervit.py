@@ -13,10 +13,9 @@ import torch.nn as nn
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from torch import Tensor
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from sec_mm.models.layers import SECMultiheadAttention
-from sec_mm.models.utils import StockWeightsMixin, expand_cluster_setting
+from sec_mm.models.utils import FrozenStagesMixin, StockWeightsMixin, expand_cluster_setting
 
 #: The extra that provides FasterViT (setup.py ``extras_require['fastervit']``).
 FASTERVIT_EXTRA = 'pip install "sec_mm[fastervit]" (fastervit==1.0.0, timm==1.0.31)'
@@ -176,7 +175,7 @@ class SECFasterViTStage(nn.Module):
         return out, (out if self.downsample is None else self.downsample(out))
 
 
-class SECFasterViT(StockWeightsMixin, BaseModule):
+class SECFasterViT(StockWeightsMixin, FrozenStagesMixin, BaseModule):
     """FasterViT whose hierarchical attention is SEC attention ("SEC-FasterViT"), from
     `Semantic Equitable Clustering: A Simple, Fast and Effective Strategy for Vision
     Transformer <https://arxiv.org/abs/2405.13337>`_.
@@ -319,7 +318,7 @@ class SECFasterViT(StockWeightsMixin, BaseModule):
                     layer_scale_conv=layer_scale_conv, only_local=True)
             self.levels.append(level)
         self.norm = nn.BatchNorm2d(embed_dims[-1])
-        self._freeze_stages()
+        self.freeze_stages()
         # FasterViT checkpoints: drop the replaced attention parts whenever a state dict is
         # loaded (mmengine's load_checkpoint / load_from as well as init_cfg).
         self._register_load_state_dict_pre_hook(self._drop_replaced_attention_keys)
@@ -416,23 +415,11 @@ class SECFasterViT(StockWeightsMixin, BaseModule):
                 outs.append(self.norm(out) if i == self.num_stages - 1 else out)
         return tuple(outs)
 
-    def _freeze_stages(self) -> None:
+    def frozen_modules(self) -> List[nn.Module]:
         frozen = []
         if self.frozen_stages >= 0:
             frozen.append(self.patch_embed)
         frozen += list(self.levels[:max(self.frozen_stages, 0)])
         if self.frozen_stages >= self.num_stages:
             frozen.append(self.norm)
-        for module in frozen:
-            module.eval()
-            for param in module.parameters():
-                param.requires_grad = False
-
-    def train(self, mode: bool = True) -> 'SECFasterViT':
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for module in self.modules():
-                if isinstance(module, _BatchNorm):
-                    module.eval()
-        return self
+        return frozen

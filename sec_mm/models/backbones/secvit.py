@@ -9,12 +9,12 @@ import torch.nn as nn
 from mmcv.cnn import ConvModule, build_norm_layer
 from mmengine.model import BaseModule
 from torch import Tensor
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from sec_mm.models.layers import SECViTBlock
 from sec_mm.models.layers.memory_format import channels_last_conv_weights
-from sec_mm.models.utils import (check_int, check_out_indices, check_positive_number,
-                                 check_probability, expand_cluster_setting, is_int)
+from sec_mm.models.utils import (FrozenStagesMixin, check_int, check_out_indices,
+                                 check_positive_number, check_probability,
+                                 expand_cluster_setting, is_int)
 from sec_mm.utils.checkpoint import (load_pretrained_into, pop_pretrained_cfg,
                                      require_fitting_state_dict)
 
@@ -72,7 +72,7 @@ class SECViTStage(nn.Module):
         return x, (x if self.downsample is None else self.downsample(x))
 
 
-class SECViT(BaseModule):
+class SECViT(FrozenStagesMixin, BaseModule):
     """SECViT backbone from `Semantic Equitable Clustering: A Simple, Fast and Effective
     Strategy for Vision Transformer <https://arxiv.org/abs/2405.13337>`_.
 
@@ -233,7 +233,7 @@ class SECViT(BaseModule):
         if out_norm_cfg is not None:
             for i in self.out_indices:
                 self.add_module(f'norm{i}', build_norm_layer(out_norm_cfg, embed_dims[i])[1])
-        self._freeze_stages()
+        self.freeze_stages()
         # The stem and downsample convs too: everything computes channels-last.
         channels_last_conv_weights(self)
         # Every load of weights (load_from, --resume, tools/test.py, inferencers) must fit.
@@ -312,23 +312,11 @@ class SECViT(BaseModule):
                 outs.append(out.contiguous())
         return tuple(outs)
 
-    def _freeze_stages(self) -> None:
+    def frozen_modules(self) -> List[nn.Module]:
         frozen = []
         if self.frozen_stages >= 0:
             frozen.append(self.patch_embed)
         frozen += list(self.stages[:max(self.frozen_stages, 0)])
         frozen += [getattr(self, f'norm{i}') for i in self.out_indices
                    if i < self.frozen_stages and hasattr(self, f'norm{i}')]
-        for module in frozen:
-            module.eval()
-            for param in module.parameters():
-                param.requires_grad = False
-
-    def train(self, mode: bool = True) -> 'SECViT':
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for module in self.modules():
-                if isinstance(module, _BatchNorm):
-                    module.eval()
-        return self
+        return frozen
