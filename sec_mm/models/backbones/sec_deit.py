@@ -5,12 +5,12 @@ from mmpretrain.models.backbones import VisionTransformer
 from torch import Tensor
 
 from sec_mm.models.layers import SECMultiheadAttention
-from sec_mm.models.utils import (StockWeightsMixin, check_out_indices,
+from sec_mm.models.utils import (StrictPretrainedMixin, check_out_indices,
                                  expand_cluster_setting)
 from sec_mm.utils.checkpoint import require_fitting_state_dict
 
 
-class SECVisionTransformer(StockWeightsMixin, VisionTransformer):
+class SECVisionTransformer(StrictPretrainedMixin, VisionTransformer):
     """Vision Transformer whose global attention is SEC attention ("SEC-DeiT"), from `Semantic
     Equitable Clustering: A Simple and Effective Strategy for Clustering Vision Tokens`
     (ICCV 2025).
@@ -103,7 +103,7 @@ class SECVisionTransformer(StockWeightsMixin, VisionTransformer):
         # The average-pooling norm exists only for out_type='avg_featmap'.
         return ('ln2.', )
 
-    def adapt_stock_checkpoint(self, state: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    def adapt_checkpoint(self, state: Dict[str, Tensor]) -> Dict[str, Tensor]:
         state = dict(state)
         self._prepare_pos_embed(state, '')  # resize to this img_size, as mmpretrain does
         return state

@@ -15,7 +15,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from sec_mm.models.layers import SECMultiheadAttention
-from sec_mm.models.utils import FrozenStagesMixin, StockWeightsMixin, expand_cluster_setting
+from sec_mm.models.utils import FrozenStagesMixin, StrictPretrainedMixin, expand_cluster_setting
 
 #: The extra that provides FasterViT (setup.py ``extras_require['fastervit']``).
 FASTERVIT_EXTRA = 'pip install "sec_mm[fastervit]" (fastervit==1.0.0, timm==1.0.31)'
@@ -175,7 +175,7 @@ class SECFasterViTStage(nn.Module):
         return out, (out if self.downsample is None else self.downsample(out))
 
 
-class SECFasterViT(StockWeightsMixin, FrozenStagesMixin, BaseModule):
+class SECFasterViT(StrictPretrainedMixin, FrozenStagesMixin, BaseModule):
     """FasterViT whose hierarchical attention is SEC attention ("SEC-FasterViT"), from
     `Semantic Equitable Clustering: A Simple, Fast and Effective Strategy for Vision
     Transformer <https://arxiv.org/abs/2405.13337>`_.
@@ -379,7 +379,7 @@ class SECFasterViT(StockWeightsMixin, FrozenStagesMixin, BaseModule):
                       f'hierarchical attention that SEC attention replaces: '
                       f'{", ".join(skipped)}', logger='current')
 
-    def adapt_stock_checkpoint(self, state: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    def adapt_checkpoint(self, state: Dict[str, Tensor]) -> Dict[str, Tensor]:
         state = dict(state)
         head = [k for k in state if k.startswith('head.')]
         for key in head:

@@ -6,7 +6,7 @@ from mmpretrain.models.backbones import SwinTransformer
 from torch import Tensor
 
 from sec_mm.models.layers import SECMultiheadAttention
-from sec_mm.models.utils import (StockWeightsMixin, check_out_indices,
+from sec_mm.models.utils import (StrictPretrainedMixin, check_out_indices,
                                  expand_cluster_setting)
 from sec_mm.utils.checkpoint import CheckpointMismatchError, require_fitting_state_dict
 
@@ -14,7 +14,7 @@ from sec_mm.utils.checkpoint import CheckpointMismatchError, require_fitting_sta
 WINDOW_ONLY_KEYS = ('relative_position_bias_table', 'relative_position_index', 'attn_mask')
 
 
-class SECSwinTransformer(StockWeightsMixin, SwinTransformer):
+class SECSwinTransformer(StrictPretrainedMixin, SwinTransformer):
     """Swin Transformer whose (shifted) window attention is SEC attention, from `Semantic
     Equitable Clustering: A Simple, Fast and Effective Strategy for Vision Transformer
     <https://arxiv.org/abs/2405.13337>`_ ("SEC-Swin").
@@ -132,7 +132,7 @@ class SECSwinTransformer(StockWeightsMixin, SwinTransformer):
                       f'of the checkpoint that SEC attention does not use: {", ".join(skipped)}',
                       logger='current')
 
-    def adapt_stock_checkpoint(self, state: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    def adapt_checkpoint(self, state: Dict[str, Tensor]) -> Dict[str, Tensor]:
         if 'patch_embed.proj.weight' in state and any(k.startswith('layers.') for k in state):
             state = _convert_original_swin(state)
         state = dict(state)

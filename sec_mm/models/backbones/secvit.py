@@ -12,11 +12,10 @@ from torch import Tensor
 
 from sec_mm.models.layers import SECViTBlock
 from sec_mm.models.layers.memory_format import channels_last_conv_weights
-from sec_mm.models.utils import (FrozenStagesMixin, check_int, check_out_indices,
-                                 check_positive_number, check_probability,
+from sec_mm.models.utils import (FrozenStagesMixin, StrictPretrainedMixin, check_int,
+                                 check_out_indices, check_positive_number, check_probability,
                                  expand_cluster_setting, is_int)
-from sec_mm.utils.checkpoint import (load_pretrained_into, pop_pretrained_cfg,
-                                     require_fitting_state_dict)
+from sec_mm.utils.checkpoint import require_fitting_state_dict
 
 
 @contextlib.contextmanager
@@ -72,7 +71,7 @@ class SECViTStage(nn.Module):
         return x, (x if self.downsample is None else self.downsample(x))
 
 
-class SECViT(FrozenStagesMixin, BaseModule):
+class SECViT(StrictPretrainedMixin, FrozenStagesMixin, BaseModule):
     """SECViT backbone from `Semantic Equitable Clustering: A Simple, Fast and Effective
     Strategy for Vision Transformer <https://arxiv.org/abs/2405.13337>`_.
 
@@ -237,7 +236,7 @@ class SECViT(FrozenStagesMixin, BaseModule):
         # The stem and downsample convs too: everything computes channels-last.
         channels_last_conv_weights(self)
         # Every load of weights (load_from, --resume, tools/test.py, inferencers) must fit.
-        require_fitting_state_dict(self, self._new_part_prefixes())
+        require_fitting_state_dict(self, self.new_parts())
 
     def _parse_arch(self, arch: Union[str, dict]) -> dict:
         if isinstance(arch, str):
@@ -278,19 +277,7 @@ class SECViT(FrozenStagesMixin, BaseModule):
         return expand_cluster_setting('SECViT', num_clusters, cluster_size,
                                       self.default_num_clusters, self.num_stages, 'stage')
 
-    def init_weights(self) -> None:
-        pretrained, self.init_cfg = pop_pretrained_cfg(self.init_cfg)
-        if not self.init_cfg:
-            self.init_cfg = self.default_init_cfg
-        super().init_weights()
-        if pretrained is not None:
-            # Loaded here rather than by mmengine's PretrainedInit, which only warns when keys
-            # do not fit; a mismatch must not leave a silently random backbone.
-            load_pretrained_into(
-                self, pretrained['checkpoint'], prefix=pretrained.get('prefix'),
-                optional_prefixes=self._new_part_prefixes())
-
-    def _new_part_prefixes(self) -> List[str]:
+    def new_parts(self) -> List[str]:
         # The output norms of dense prediction: a classification checkpoint lacks them.
         return [f'norm{i}.' for i in self.out_indices]
 

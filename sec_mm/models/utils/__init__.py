@@ -4,9 +4,9 @@ from .argument_checks import (check_int, check_out_indices, check_positive_numbe
                               check_probability, is_int)
 from .cluster_setting import ClusterSetting, expand_cluster_setting
 from .frozen_stages import FrozenStagesMixin
-from .stock_weights import StockWeightsMixin
+from .strict_pretrained import StrictPretrainedMixin
 
 __all__ = [
     'is_int', 'check_int', 'check_out_indices', 'check_positive_number', 'check_probability',
-    'ClusterSetting', 'expand_cluster_setting', 'FrozenStagesMixin', 'StockWeightsMixin'
+    'ClusterSetting', 'expand_cluster_setting', 'FrozenStagesMixin', 'StrictPretrainedMixin'
 ]
