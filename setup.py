@@ -8,7 +8,7 @@ from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).parent
 # What OpenMMLab packages ship under `<package>/.mim`: the model index and the configs it
-# names, read by mmpretrain's ModelHub (sec_mm/utils/model_index.py) and by `mim search`.
+# names, read by mmpretrain's ModelHub (sec_mm/model_index.py) and by `mim search`.
 MIM_FILES = ('model-index.yml', 'configs')
 
 

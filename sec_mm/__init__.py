@@ -6,8 +6,8 @@ codebases for SEC models: it registers every model into their registries, lets
 tools and inferencers load ours), and adds the SEC classifiers to mmpretrain's model index.
 """
 from .registry import register_all_modules
-from .utils.model_index import register_model_index
-from .utils.setup_env import register_checkpoint_safe_globals
+from .model_index import register_model_index
+from .checkpoint import register_checkpoint_safe_globals
 from .version import __version__
 
 register_all_modules()

@@ -16,10 +16,8 @@ from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
 from mmengine.registry import Registry
 
 from . import models
-from .utils.amp import CPUAmpOptimWrapper
-from .utils.atomic_checkpoint import (ATOMIC_BACKEND, AtomicCheckpointHook,
-                                      AtomicLocalBackend)
-from .utils.setup_env import CODEBASES
+from .engine import ATOMIC_BACKEND, AtomicCheckpointHook, AtomicLocalBackend, CPUAmpOptimWrapper
+from .utils import CODEBASES
 
 
 def installed_model_registries() -> List[Registry]:

@@ -123,8 +123,9 @@ def offenders(imports: Dict[str, Set[str]], importers: str, forbidden) -> List[s
 def test_the_graph_covers_the_package(graph):
     # A guard against a graph that is empty by mistake (which would have no cycle).
     assert {'sec_mm', 'sec_mm.ops', 'sec_mm.models.backbones.secvit',
-            'sec_mm.utils.checkpoint', 'sec_mm.converters.secvit_release'} <= set(graph)
-    assert 'sec_mm.utils.checkpoint' in graph['sec_mm.models.backbones.secvit']
+            'sec_mm.checkpoint.strict', 'sec_mm.engine.launch',
+            'sec_mm.converters.secvit_release'} <= set(graph)
+    assert 'sec_mm.checkpoint' in graph['sec_mm.models.backbones.secvit']
     assert 'sec_mm.models.backbones.secvit' in graph['sec_mm.models.backbones']
 
 
@@ -156,12 +157,17 @@ def test_models_import_no_converter_or_tools(imports):
                      'them:\n' + '\n'.join(bad))
 
 
-def test_utils_import_no_models(imports):
-    bad = offenders(imports, 'sec_mm.utils', lambda name: (
-        in_package(name, 'sec_mm.models') or in_package(name, 'sec_mm.converters')
-        or in_package(name, 'sec_mm.registry')))
-    assert not bad, 'the models import sec_mm.utils, so it imports no model:\n' + \
-        '\n'.join(bad)
+def test_models_never_import_the_engine(imports):
+    bad = offenders(imports, 'sec_mm.models', lambda name: in_package(name, 'sec_mm.engine'))
+    assert not bad, 'the engine runs the models; they never import it:\n' + '\n'.join(bad)
+
+
+def test_checkpoint_and_utils_import_no_models_or_engine(imports):
+    above = ('sec_mm.models', 'sec_mm.converters', 'sec_mm.registry', 'sec_mm.engine')
+    for package in ('sec_mm.checkpoint', 'sec_mm.utils'):
+        bad = offenders(imports, package, lambda name: any(in_package(name, p) for p in above))
+        assert not bad, f'the models import {package}, so it imports no model or engine:\n' + \
+            '\n'.join(bad)
 
 
 # --- the checks can fail ----------------------------------------------------------------------

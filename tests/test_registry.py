@@ -6,7 +6,7 @@ import torch
 
 import sec_mm  # noqa: F401
 from sec_mm.models import SECAttention, SECViT
-from sec_mm.utils.setup_env import CODEBASES
+from sec_mm.utils import CODEBASES
 
 
 @pytest.mark.parametrize('codebase', CODEBASES)

@@ -11,10 +11,10 @@ import os
 
 from mmengine.config import DictAction
 
-from sec_mm.utils.checkpoint import require_fitting_checkpoints
-from sec_mm.utils.data_audit import audit_datasets
-from sec_mm.utils.dist import LAUNCHERS
-from sec_mm.utils.launch import (add_dump_metric, apply_test_options, build_runner,
+from sec_mm.checkpoint import require_fitting_checkpoints
+from sec_mm.engine.data_audit import audit_datasets
+from sec_mm.engine.dist import LAUNCHERS
+from sec_mm.engine.launch import (add_dump_metric, apply_test_options, build_runner,
                                  load_config)
 
 

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from sec_mm.models import SECViT
-from sec_mm.utils.checkpoint import (CheckpointMismatchError, check_state_dict_fits,
+from sec_mm.checkpoint import (CheckpointMismatchError, check_state_dict_fits,
                                      extract_state_dict, format_keys)
 
 __all__ = ['convert_secvit_state_dict', 'infer_secvit_arch', 'expected_secvit_classifier_keys']

@@ -1,11 +1,4 @@
-from .checkpoint import (CheckpointMismatchError, check_state_dict_fits, extract_state_dict,
-                         load_pretrained_into, pop_pretrained_cfg, require_fitting_checkpoints,
-                         require_fitting_state_dict)
+"""Helpers the tools share that are neither a model nor part of a run."""
+from .codebases import CODEBASES, codebase_of
 
-# The release converter (convert_secvit_state_dict, infer_secvit_arch) is in sec_mm.converters:
-# it builds SECViT, and the models import this package.
-__all__ = [
-    'CheckpointMismatchError', 'check_state_dict_fits', 'extract_state_dict',
-    'load_pretrained_into', 'pop_pretrained_cfg', 'require_fitting_checkpoints',
-    'require_fitting_state_dict'
-]
+__all__ = ['CODEBASES', 'codebase_of']

@@ -150,7 +150,7 @@ def test_whole_image_inference_on_sizes_not_multiple_of_32(seg_run):
     from mmengine.config import Config
     from mmseg.apis import inference_model, init_model
 
-    from sec_mm.utils.dist import adapt_cfg_to_device
+    from sec_mm.engine.dist import adapt_cfg_to_device
     work_dir, _ = seg_run
     cfg = adapt_cfg_to_device(Config.fromfile(str(SEG)), 'none')
     assert cfg.model.test_cfg.mode == 'whole'

@@ -184,7 +184,7 @@ def det_t_checkpoint(tmp_path_factory) -> Path:
     from mmengine.registry import DefaultScope
 
     from mmdet.registry import MODELS
-    from sec_mm.utils.dist import adapt_cfg_to_device
+    from sec_mm.engine.dist import adapt_cfg_to_device
     cfg = adapt_cfg_to_device(Config.fromfile(str(DET)), 'none')
     with DefaultScope.overwrite_default_scope('mmdet'):
         model = MODELS.build(cfg.model)
@@ -211,7 +211,7 @@ def test_inferencer_stops_on_a_checkpoint_of_another_arch(det_t_checkpoint):
     from mmdet.apis import DetInferencer
     from mmengine.config import Config
 
-    from sec_mm.utils import CheckpointMismatchError
+    from sec_mm.checkpoint import CheckpointMismatchError
     cfg = Config.fromfile(str(DET))
     cfg.model.backbone.arch = 's'
     with pytest.raises(CheckpointMismatchError,

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import sec_mm  # noqa: F401  (what custom_imports does; nothing else is set up here)
-from sec_mm.utils.setup_env import CODEBASES
+from sec_mm.utils import CODEBASES
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 128  # the toy_data_root images

@@ -53,7 +53,7 @@ from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import DefaultScope
 from mmengine.runner.checkpoint import CheckpointLoader
 
-from sec_mm.utils.checkpoint import (CheckpointMismatchError, check_state_dict_fits,
+from sec_mm.checkpoint import (CheckpointMismatchError, check_state_dict_fits,
                                      extract_state_dict)
 
 EXPORTERS = ('torchscript', 'dynamo')

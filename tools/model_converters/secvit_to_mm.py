@@ -16,7 +16,7 @@ import torch
 
 from sec_mm.converters import convert_secvit_state_dict
 from sec_mm.models import SECViT
-from sec_mm.utils import CheckpointMismatchError, extract_state_dict
+from sec_mm.checkpoint import CheckpointMismatchError, extract_state_dict
 
 
 def parse_args(argv=None):

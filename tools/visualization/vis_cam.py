@@ -34,7 +34,7 @@ from mmengine.dataset import default_collate
 from mmpretrain.apis import get_model
 from mmpretrain.registry import TRANSFORMS
 
-from sec_mm.utils.setup_env import register_checkpoint_safe_globals
+from sec_mm.checkpoint import register_checkpoint_safe_globals
 
 
 def load_stock_vis_cam() -> ModuleType:

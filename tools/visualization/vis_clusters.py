@@ -39,8 +39,9 @@ from torch import Tensor
 
 from sec_mm.models.layers import SECAttention, SECMultiheadAttention
 from sec_mm.ops import sec_cluster_sizes
-from sec_mm.utils.launch import load_config
-from sec_mm.utils.setup_env import codebase_of, register_checkpoint_safe_globals
+from sec_mm.engine.launch import load_config
+from sec_mm.checkpoint import register_checkpoint_safe_globals
+from sec_mm.utils import codebase_of
 
 SEC_LAYERS = (SECAttention, SECMultiheadAttention)
 TITLE_HEIGHT = 44  # pixels above every panel for its title

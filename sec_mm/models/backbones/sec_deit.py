@@ -7,7 +7,7 @@ from torch import Tensor
 from sec_mm.models.layers import SECMultiheadAttention
 from sec_mm.models.utils import (StrictPretrainedMixin, check_out_indices,
                                  expand_cluster_setting)
-from sec_mm.utils.checkpoint import require_fitting_state_dict
+from sec_mm.checkpoint import require_fitting_state_dict
 
 
 class SECVisionTransformer(StrictPretrainedMixin, VisionTransformer):

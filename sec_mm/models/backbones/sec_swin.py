@@ -8,7 +8,7 @@ from torch import Tensor
 from sec_mm.models.layers import SECMultiheadAttention
 from sec_mm.models.utils import (StrictPretrainedMixin, check_out_indices,
                                  expand_cluster_setting)
-from sec_mm.utils.checkpoint import CheckpointMismatchError, require_fitting_state_dict
+from sec_mm.checkpoint import CheckpointMismatchError, require_fitting_state_dict
 
 # Parameters and buffers of window attention that SEC attention has no counterpart for.
 WINDOW_ONLY_KEYS = ('relative_position_bias_table', 'relative_position_index', 'attn_mask')

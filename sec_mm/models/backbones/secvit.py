@@ -15,7 +15,7 @@ from sec_mm.models.layers.memory_format import channels_last_conv_weights
 from sec_mm.models.utils import (FrozenStagesMixin, StrictPretrainedMixin, check_int,
                                  check_out_indices, check_positive_number, check_probability,
                                  expand_cluster_setting, is_int)
-from sec_mm.utils.checkpoint import require_fitting_state_dict
+from sec_mm.checkpoint import require_fitting_state_dict
 
 
 @contextlib.contextmanager

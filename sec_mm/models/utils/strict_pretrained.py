@@ -3,7 +3,7 @@ from typing import Dict, Sequence
 
 from torch import Tensor
 
-from sec_mm.utils.checkpoint import load_pretrained_into, pop_pretrained_cfg
+from sec_mm.checkpoint import load_pretrained_into, pop_pretrained_cfg
 
 __all__ = ['StrictPretrainedMixin']
 
@@ -14,7 +14,7 @@ class StrictPretrainedMixin:
     ``init_weights`` takes the ``Pretrained`` entry off ``init_cfg``, initialises the rest as
     the parent does (with ``default_init_cfg``, when the backbone has one and nothing else is
     left), then loads the checkpoint with
-    :func:`~sec_mm.utils.checkpoint.load_pretrained_into`: mmengine's ``PretrainedInit`` only
+    :func:`~sec_mm.checkpoint.load_pretrained_into`: mmengine's ``PretrainedInit`` only
     warns about keys that do not fit, which would leave a silently random backbone. The keys
     go through :meth:`adapt_checkpoint` (e.g. a stock Swin's onto SEC-Swin's); the parts the
     source model lacks (:meth:`new_parts`) keep their fresh initialisation and are logged.

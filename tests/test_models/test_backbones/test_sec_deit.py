@@ -9,7 +9,7 @@ from mmseg.registry import MODELS as SEG_MODELS
 
 import sec_mm  # noqa: F401
 from sec_mm.models import SECMultiheadAttention, SECVisionTransformer
-from sec_mm.utils import CheckpointMismatchError
+from sec_mm.checkpoint import CheckpointMismatchError
 
 TINY = dict(embed_dims=32, num_layers=3, num_heads=2, feedforward_channels=64)
 

@@ -15,7 +15,7 @@ from mmseg.registry import MODELS as SEG_MODELS
 import sec_mm  # noqa: F401
 from sec_mm.models import SECFasterViT, SECMultiheadAttention
 from sec_mm.models.backbones.sec_fastervit import map_coordinates
-from sec_mm.utils import CheckpointMismatchError
+from sec_mm.checkpoint import CheckpointMismatchError
 
 EXTRA = 'SEC-FasterViT needs the fastervit extra: pip install "sec_mm[fastervit]"'
 TINY = dict(embed_dims=[16, 32, 64, 128], stem_channels=16, depths=[1, 1, 2, 2],

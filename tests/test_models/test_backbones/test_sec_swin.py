@@ -9,7 +9,7 @@ from mmseg.registry import MODELS as SEG_MODELS
 
 import sec_mm  # noqa: F401
 from sec_mm.models import SECMultiheadAttention, SECSwinTransformer
-from sec_mm.utils import CheckpointMismatchError
+from sec_mm.checkpoint import CheckpointMismatchError
 
 TINY = dict(embed_dims=32, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8])
 SWIN_T_BLOCKS = [(stage, block) for stage, depth in enumerate([2, 2, 6, 2])

@@ -8,7 +8,7 @@ from mmpretrain.registry import MODELS as PRETRAIN_MODELS
 import sec_mm  # noqa: F401
 from sec_mm.converters import convert_secvit_state_dict
 from sec_mm.models import SECViT
-from sec_mm.utils import CheckpointMismatchError
+from sec_mm.checkpoint import CheckpointMismatchError
 
 # SPEC table: trainable parameters of the released classifiers (ImageNet-1k head).
 RELEASED_PARAMS = {'t': 14_981_800, 's': 26_776_104, 'b': 54_682_776, 'l': 96_495_096}

@@ -5,8 +5,8 @@ import torch
 from mmengine.runner.checkpoint import load_checkpoint
 
 from sec_mm.models import SECSwinTransformer, SECViT, SECVisionTransformer
-from sec_mm.utils import CheckpointMismatchError
-from sec_mm.utils.checkpoint import require_fitting_checkpoints
+from sec_mm.checkpoint import CheckpointMismatchError
+from sec_mm.checkpoint import require_fitting_checkpoints
 
 TINY = dict(embed_dims=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8])
 

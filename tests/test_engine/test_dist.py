@@ -1,4 +1,4 @@
-"""sec_mm.utils.dist and sec_mm.utils.setup_env: device-agnostic distributed set-up and
+"""sec_mm.engine.dist and sec_mm.checkpoint.safe_globals: device-agnostic distributed set-up and
 loading mmengine checkpoints under torch's weights-only default."""
 import copy
 import pickle
@@ -10,11 +10,11 @@ import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config
 
-from sec_mm.utils import dist as dist_utils
-from sec_mm.utils.dist import (adapt_cfg_to_device, init_distributed, revert_sync_bn_cfg,
+from sec_mm.engine import dist as dist_utils
+from sec_mm.engine.dist import (adapt_cfg_to_device, init_distributed, revert_sync_bn_cfg,
                                select_dist_backend)
-from sec_mm.utils.setup_env import (checkpoint_safe_globals, codebase_of,
-                                    register_checkpoint_safe_globals)
+from sec_mm.checkpoint import checkpoint_safe_globals, register_checkpoint_safe_globals
+from sec_mm.utils import codebase_of
 
 import mmseg  # noqa: E402
 

@@ -15,10 +15,10 @@ import yaml
 from modelindex.load_model_index import load
 
 import sec_mm  # noqa: F401  (registers the index)
-from sec_mm.utils.model_index import (MODEL_INDEX, classification_metafiles, mim_root,
+from sec_mm.model_index import (MODEL_INDEX, classification_metafiles, mim_root,
                                       register_model_index)
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 SECVIT = ['secvit-b_8xb128_in1k', 'secvit-l_8xb128_in1k', 'secvit-s_8xb128_in1k',
           'secvit-t_8xb128_in1k']
 SEC_OTHERS = ['sec-deit-b_4xb256_in1k', 'sec-deit-s_4xb256_in1k', 'sec-fastervit-0_8xb128_in1k',

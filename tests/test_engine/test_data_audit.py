@@ -1,4 +1,4 @@
-"""sec_mm.utils.data_audit: data faults of the toy COCO, ADE and ImageNet sets are named before
+"""sec_mm.engine.data_audit: data faults of the toy COCO, ADE and ImageNet sets are named before
 a run starts (real configs, real dataset classes, files made by make_toy_datasets)."""
 import copy
 import json
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sec_mm.utils.data_audit import DataFaultError, audit_datasets
-from sec_mm.utils.launch import load_config
+from sec_mm.engine.data_audit import DataFaultError, audit_datasets
+from sec_mm.engine.launch import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 DET = REPO / 'configs/detection/secvit/toy/mask-rcnn_secvit-t_fpn_toy-coco.py'

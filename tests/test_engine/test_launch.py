@@ -1,4 +1,4 @@
-"""sec_mm.utils.launch: the train/test tools' options, for mmdet, mmseg and mmpretrain configs."""
+"""sec_mm.engine.launch: the train/test tools' options, for mmdet, mmseg and mmpretrain configs."""
 import copy
 from pathlib import Path
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from sec_mm.utils.launch import apply_test_options, apply_train_options, load_config
+from sec_mm.engine.launch import apply_test_options, apply_train_options, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 DET = REPO / 'configs/detection/secvit/toy/mask-rcnn_secvit-t_fpn_toy-coco.py'
@@ -121,7 +121,7 @@ def test_checkpoints_are_written_atomically(configs):
 @pytest.fixture
 def pretend_gpu(monkeypatch):
     """Take the accelerator branch of our helpers whatever the host has (only our logic runs)."""
-    from sec_mm.utils import dist, launch
+    from sec_mm.engine import dist, launch
     monkeypatch.setattr(launch, 'amp_device_available', lambda: True)
     monkeypatch.setattr(dist, 'cuda_available', lambda: True)
 
@@ -129,7 +129,7 @@ def pretend_gpu(monkeypatch):
 @pytest.fixture
 def pretend_cpu(monkeypatch):
     """Take the CPU branch of our helpers whatever the host has."""
-    from sec_mm.utils import dist, launch
+    from sec_mm.engine import dist, launch
     monkeypatch.setattr(launch, 'amp_device_available', lambda: False)
     monkeypatch.setattr(dist, 'cuda_available', lambda: False)
     monkeypatch.setattr(dist, 'visible_nvidia_gpus', lambda: [])
@@ -181,7 +181,7 @@ def test_distributed_on_cpu_adapts_the_config(configs, pretend_cpu):
 @pytest.mark.parametrize('apply', ['train', 'test'])
 def test_visible_gpus_that_torch_cannot_use_stop_the_tools(configs, checkpoint, apply,
                                                           pretend_cpu, monkeypatch):
-    from sec_mm.utils import dist
+    from sec_mm.engine import dist
     monkeypatch.setattr(dist, 'visible_nvidia_gpus',
                         lambda: ['GPU 0: NVIDIA H200 (UUID: GPU-0)', 'GPU 1: NVIDIA H200'])
 
@@ -197,7 +197,7 @@ def test_visible_gpus_that_torch_cannot_use_stop_the_tools(configs, checkpoint, 
 
 
 def test_hidden_gpus_mean_cpu(monkeypatch):
-    from sec_mm.utils.dist import check_gpus_usable, visible_nvidia_gpus
+    from sec_mm.engine.dist import check_gpus_usable, visible_nvidia_gpus
     for hidden in ('', '-1'):
         monkeypatch.setenv('CUDA_VISIBLE_DEVICES', hidden)
         assert visible_nvidia_gpus() == []

@@ -15,11 +15,13 @@ from mmengine.hooks import CheckpointHook
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
+from sec_mm.checkpoint import checkpoint_problem
+from sec_mm.utils import codebase_of
+
 from .dist import adapt_cfg_to_device, check_gpus_usable, init_distributed
 from .lifetime import bind_to_launcher
 from .peer_watchdog import DEFAULT_PEER_TIMEOUT, start_peer_watchdog
-from .resume import DEFAULT_FILENAME_TMPLS, checkpoint_problem, find_resumable_checkpoint
-from .setup_env import codebase_of
+from .resume import DEFAULT_FILENAME_TMPLS, find_resumable_checkpoint
 
 __all__ = ['load_config', 'apply_train_options', 'apply_test_options', 'build_runner',
            'add_dump_metric']
@@ -96,9 +98,9 @@ def apply_train_options(cfg: Config, config_path: str, launcher: str = 'none',
             checkpoint (naming the newer ones that are not; none: a fresh start), a path
             resumes from that checkpoint, None starts fresh.
         force_cpu: ``--force-cpu``: run on CPU even where NVIDIA GPUs are visible but torch
-            cannot use them (see :func:`~sec_mm.utils.dist.check_gpus_usable`).
+            cannot use them (see :func:`~sec_mm.engine.dist.check_gpus_usable`).
 
-    Checkpoints are written atomically (:class:`~sec_mm.utils.atomic_checkpoint.
+    Checkpoints are written atomically (:class:`~sec_mm.engine.hooks.
     AtomicCheckpointHook` in place of mmengine's ``CheckpointHook``).
     """
     check_gpus_usable(force_cpu)

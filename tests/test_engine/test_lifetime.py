@@ -1,4 +1,4 @@
-"""sec_mm.utils.lifetime: the processes of a run end with the process that started them."""
+"""sec_mm.engine.lifetime: the processes of a run end with the process that started them."""
 import os
 import signal
 import subprocess
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from process_helpers import alive
-from sec_mm.utils.lifetime import LAUNCHER_PID_ENV
+from sec_mm.engine.lifetime import LAUNCHER_PID_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 # Several Python processes importing sec_mm each.
@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.e2e,
 # pids and waits.
 WORKER = textwrap.dedent('''
     import os, sys, time
-    from sec_mm.utils.lifetime import bind_to_launcher
+    from sec_mm.engine.lifetime import bind_to_launcher
     bind_to_launcher(sys.argv[1])
     child = os.fork()
     if child == 0:

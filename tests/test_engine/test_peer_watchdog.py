@@ -1,4 +1,4 @@
-"""sec_mm.utils.peer_watchdog: a silent rank is noticed within the limit; a finished one is
+"""sec_mm.engine.peer_watchdog: a silent rank is noticed within the limit; a finished one is
 not missed. Two watchdogs in this process share a real TCPStore; ending the process is
 replaced by recording the message."""
 import time
@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 import torch.distributed as torch_dist
 
-from sec_mm.utils.peer_watchdog import PeerWatchdog, start_peer_watchdog
+from sec_mm.engine.peer_watchdog import PeerWatchdog, start_peer_watchdog
 
 from net_helpers import free_port
 

@@ -8,42 +8,14 @@ complete wins, and every newer one that is not is named with the reason.
 import os
 import os.path as osp
 import re
-import zipfile
 from typing import List, Optional, Sequence, Tuple
 
-__all__ = ['DEFAULT_FILENAME_TMPLS', 'checkpoint_problem', 'find_resumable_checkpoint']
+from sec_mm.checkpoint import checkpoint_problem
+
+__all__ = ['DEFAULT_FILENAME_TMPLS', 'find_resumable_checkpoint']
 
 # mmengine CheckpointHook's names for by-epoch and by-iteration checkpoints.
 DEFAULT_FILENAME_TMPLS = ('epoch_{}.pth', 'iter_{}.pth')
-_ZIP_MAGIC = b'PK\x03\x04'
-
-
-def checkpoint_problem(path: str) -> Optional[str]:
-    """Why ``path`` is not a complete checkpoint file, or None if it is.
-
-    A zip checkpoint (what ``torch.save`` writes) is complete when its central directory
-    can be read and every member's CRC matches, which finds truncated files as well as
-    damaged bytes (torch itself reads neither check). Files in torch's legacy format are
-    only checked for being non-empty.
-    """
-    try:
-        size = osp.getsize(path)
-        with open(path, 'rb') as f:
-            magic = f.read(len(_ZIP_MAGIC))
-    except OSError as error:
-        return f'cannot be read ({error.strerror or error})'
-    if size == 0:
-        return 'the file is empty (0 bytes)'
-    if magic != _ZIP_MAGIC:
-        return None
-    try:
-        with zipfile.ZipFile(path) as archive:
-            damaged = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as error:
-        return f'incomplete: not a whole zip archive ({error}; {size} bytes)'
-    if damaged is not None:
-        return f'damaged: the CRC of its member {damaged!r} does not match'
-    return None
 
 
 def _step_patterns(filename_tmpls: Sequence[str]) -> List[re.Pattern]:

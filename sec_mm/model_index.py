@@ -21,7 +21,7 @@ __all__ = ['MODEL_INDEX', 'mim_root', 'classification_metafiles', 'register_mode
 
 MODEL_INDEX = 'model-index.yml'
 
-_PACKAGE_DIR = Path(__file__).resolve().parents[1]
+_PACKAGE_DIR = Path(__file__).resolve().parent
 _registered = False
 
 

@@ -1,16 +1,14 @@
-"""Process set-up shared by the train and test tools.
+"""Let ``torch.load``'s weights-only mode read mmengine checkpoints.
 
-- :func:`register_checkpoint_safe_globals`: since torch 2.6, ``torch.load`` defaults to
-  ``weights_only=True`` and refuses mmengine's own checkpoints, so ``--resume``, ``load_from``,
-  ``tools/test.py`` and the inferencers fail. The message hub in a checkpoint pickles
-  ``HistoryBuffer`` objects, numpy arrays, and bound methods through ``builtins.getattr``;
-  allowing ``getattr`` would re-open arbitrary code execution, so instead checkpoints written
-  by processes that imported sec_mm pickle a ``HistoryBuffer`` by its data only (a
-  ``copyreg`` reducer), and exactly the classes that then remain are registered as safe
-  (narrower than ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``, which turns the protection off).
-  ``import sec_mm`` calls it, so a config's ``custom_imports`` is enough for the stock tools.
-- :func:`codebase_of`: which OpenMMLab codebase a config belongs to, one of
-  :data:`CODEBASES`.
+Since torch 2.6, ``torch.load`` defaults to ``weights_only=True`` and refuses mmengine's own
+checkpoints, so ``--resume``, ``load_from``, ``tools/test.py`` and the inferencers fail. The
+message hub in a checkpoint pickles ``HistoryBuffer`` objects, numpy arrays, and bound methods
+through ``builtins.getattr``; allowing ``getattr`` would re-open arbitrary code execution, so
+instead checkpoints written by processes that imported sec_mm pickle a ``HistoryBuffer`` by its
+data only (a ``copyreg`` reducer), and exactly the classes that then remain are registered as
+safe (narrower than ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``, which turns the protection off).
+``import sec_mm`` calls :func:`register_checkpoint_safe_globals`, so a config's
+``custom_imports`` is enough for the stock tools.
 """
 import copyreg
 import importlib
@@ -18,17 +16,10 @@ import pickle
 from typing import List
 
 import numpy as np
-from mmengine.config import Config
 
 from sec_mm.ops.compat import add_safe_globals
 
-__all__ = ['CODEBASES', 'checkpoint_safe_globals', 'register_checkpoint_safe_globals',
-           'codebase_of']
-
-# The OpenMMLab codebases sec_mm registers into and reads configs of, in registration order:
-# mmpretrain first, since SEC-Swin and SEC-DeiT subclass its backbones.
-CODEBASES = ('mmpretrain', 'mmdet', 'mmseg')
-
+__all__ = ['checkpoint_safe_globals', 'register_checkpoint_safe_globals']
 
 def checkpoint_safe_globals() -> List[object]:
     """The non-tensor classes and functions inside mmengine Runner checkpoints."""
@@ -84,21 +75,3 @@ def register_checkpoint_safe_globals() -> None:
     if not add_safe_globals(checkpoint_safe_globals()):
         return
     CheckpointLoader.register_scheme(prefixes='', loader=_load_from_local_with_hint, force=True)
-
-
-def codebase_of(cfg: Config) -> str:
-    """The codebase (``'mmdet'``, ``'mmseg'`` or ``'mmpretrain'``) of a config.
-
-    Read from ``default_scope``, which every stock ``default_runtime`` sets.
-    """
-    scope = cfg.get('default_scope')
-    if scope is None:
-        raise ValueError(
-            "The config sets no `default_scope`, so it is unclear whether it is an mmdet, "
-            "mmseg or mmpretrain config; inherit the codebase's default_runtime (e.g. "
-            "'mmdet::_base_/default_runtime.py') or add default_scope='mmdet' (or 'mmseg', "
-            "'mmpretrain').")
-    if scope not in CODEBASES:
-        raise ValueError(f'default_scope={scope!r} is not one of the supported codebases '
-                         f'{CODEBASES}.')
-    return scope

@@ -1,4 +1,4 @@
-"""sec_mm.utils.atomic_checkpoint and sec_mm.utils.resume: checkpoints are complete whenever
+"""sec_mm.engine.atomic_backend, hooks.AtomicCheckpointHook and sec_mm.engine.resume: checkpoints are complete whenever
 they can be seen, and resuming skips the ones that are not."""
 import os
 import stat
@@ -12,10 +12,11 @@ from mmengine.runner import Runner
 from torch import nn
 from torch.utils.data import Dataset
 
-from sec_mm.utils import atomic_checkpoint
-from sec_mm.utils.atomic_checkpoint import AtomicLocalBackend, write_atomic
-from sec_mm.utils.resume import checkpoint_problem, find_resumable_checkpoint
-from sec_mm.utils.setup_env import register_checkpoint_safe_globals
+from sec_mm.engine import atomic_backend
+from sec_mm.engine.atomic_backend import AtomicLocalBackend, write_atomic
+from sec_mm.checkpoint import checkpoint_problem
+from sec_mm.engine.resume import find_resumable_checkpoint
+from sec_mm.checkpoint import register_checkpoint_safe_globals
 
 
 def parts(folder: Path):
@@ -41,7 +42,7 @@ def test_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
     def disk_full(fd):
         raise OSError(28, 'No space left on device')
 
-    monkeypatch.setattr(atomic_checkpoint.os, 'fsync', disk_full)
+    monkeypatch.setattr(atomic_backend.os, 'fsync', disk_full)
     with pytest.raises(OSError, match='No space'):
         write_atomic(target, b'x' * 1000)
     assert target.read_bytes() == b'complete'
@@ -171,7 +172,7 @@ def test_hook_keeps_the_old_checkpoint_until_the_new_one_is_complete(tmp_path, m
             raise KeyboardInterrupt('killed during the save')
         real_replace(src, dst)
 
-    monkeypatch.setattr(atomic_checkpoint.os, 'replace', die_on_iter_3)
+    monkeypatch.setattr(atomic_backend.os, 'replace', die_on_iter_3)
     with pytest.raises(KeyboardInterrupt):
         toy_runner(tmp_path, max_keep_ckpts=1, max_iters=3, resume=True).train()
     assert sorted(p.name for p in tmp_path.glob('*.pth')) == ['iter_2.pth']

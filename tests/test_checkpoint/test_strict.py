@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from sec_mm.converters import convert_secvit_state_dict, infer_secvit_arch
-from sec_mm.utils import CheckpointMismatchError, extract_state_dict, load_pretrained_into
+from sec_mm.checkpoint import CheckpointMismatchError, extract_state_dict, load_pretrained_into
 
 
 def released_state_dict_from_key_list(path):

@@ -4,7 +4,7 @@ from mmengine.optim import build_optim_wrapper
 
 import sec_mm  # noqa: F401
 from sec_mm.models import SECViT
-from sec_mm.utils.amp import CPUAmpOptimWrapper
+from sec_mm.engine.optim import CPUAmpOptimWrapper
 
 TINY = dict(embed_dims=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8],
             layer_scales=[False, False, True, True])

@@ -29,7 +29,7 @@ from mmengine.dist import is_main_process
 from mmengine.logging import print_log
 from mmengine.registry import DefaultScope
 
-from .setup_env import codebase_of
+from sec_mm.utils import codebase_of
 
 __all__ = ['DataFaultError', 'audit_datasets', 'audit_dataset']
 
