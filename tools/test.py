@@ -9,16 +9,11 @@ Several processes: ``bash tools/dist_test.sh CONFIG CHECKPOINT GPUS [options]``.
 import argparse
 import os
 
-from mmengine.config import DictAction
-
-from sec_mm.checkpoint import require_fitting_checkpoints
-from sec_mm.engine.data_audit import audit_datasets
-from sec_mm.engine.dist import LAUNCHERS
-from sec_mm.engine.launch import (add_dump_metric, apply_test_options, build_runner,
-                                 load_config)
+# The launchers of sec_mm.engine.dist (kept here so that --help imports nothing heavy).
+LAUNCHERS = ('none', 'pytorch', 'slurm')
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Test (and evaluate) a model (mmdet, mmseg or mmpretrain)')
     parser.add_argument('config', help='test config file path')
@@ -34,8 +29,9 @@ def parse_args():
     parser.add_argument('--wait-time', type=float, default=2,
                         help='seconds each shown image stays (with --show)')
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override config settings, key=value pairs (xxx=yyy); no white space')
+        '--cfg-options', nargs='+', metavar='KEY=VALUE',
+        help='override config settings, e.g. test_dataloader.batch_size=1; no white space '
+        'around "="')
     parser.add_argument('--tta', action='store_true',
                         help='test-time augmentation (the config\'s tta_model/tta_pipeline, '
                         'else flip)')
@@ -44,13 +40,19 @@ def parse_args():
         help='run on CPU even where NVIDIA GPUs are visible but torch cannot use them')
     parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
 
 
-def main():
-    args = parse_args()
+def main(argv=None):
+    args = parse_args(argv)
+    # Imported after the arguments are parsed: torch and the codebases take seconds.
+    from sec_mm.checkpoint import require_fitting_checkpoints
+    from sec_mm.engine.data_audit import audit_datasets
+    from sec_mm.engine.launch import (add_dump_metric, apply_test_options, build_runner,
+                                     load_config)
+
     cfg = load_config(args.config, args.cfg_options)
     apply_test_options(cfg, args.config, args.checkpoint, launcher=args.launcher,
                        work_dir=args.work_dir, show=args.show, show_dir=args.show_dir,

@@ -10,21 +10,24 @@ safe (narrower than ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``, which turns the prot
 ``import sec_mm`` calls :func:`register_checkpoint_safe_globals`, so a config's
 ``custom_imports`` is enough for the stock tools.
 """
+import argparse
 import copyreg
 import importlib
-import pickle
 from typing import List
 
 import numpy as np
 
-from sec_mm.ops.compat import add_safe_globals
+from .compat import add_safe_globals
 
 __all__ = ['checkpoint_safe_globals', 'register_checkpoint_safe_globals']
 
+
 def checkpoint_safe_globals() -> List[object]:
-    """The non-tensor classes and functions inside mmengine Runner checkpoints."""
+    """The non-tensor classes and functions inside mmengine Runner checkpoints, and the
+    ``argparse.Namespace`` of the training options that DeiT-style releases (the authors'
+    SECViT files) store beside the weights. None of them runs code when unpickled."""
     from mmengine.logging import HistoryBuffer
-    found = [HistoryBuffer, np.ndarray, np.dtype]
+    found = [HistoryBuffer, argparse.Namespace, np.ndarray, np.dtype]
     # numpy's pickle helpers moved from numpy.core to numpy._core in numpy 2.
     for module_name in ('numpy.core.multiarray', 'numpy._core.multiarray'):
         try:
@@ -48,30 +51,12 @@ def _reduce_history_buffer(buffer):
                           buffer.max_length)
 
 
-_LOCAL_HINT = ('\nThe checkpoint holds objects torch.load(weights_only=True) does not allow '
-               '(it was probably written by a process that did not import sec_mm). If '
-               'you trust the file, set TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 and run again.')
-
-
-def _load_from_local_with_hint(filename, map_location):
-    from mmengine.runner.checkpoint import load_from_local
-    try:
-        return load_from_local(filename, map_location)
-    except pickle.UnpicklingError as error:
-        raise pickle.UnpicklingError(f'{filename}: {error}{_LOCAL_HINT}') from error
-
-
 def register_checkpoint_safe_globals() -> None:
     """Let ``torch.load(weights_only=True)`` read mmengine checkpoints; idempotent.
 
-    Pickles ``HistoryBuffer`` by value from now on (see the module docstring), registers the
-    remaining checkpoint classes as safe, and makes mmengine's loader of local files say how
-    to load a checkpoint that still contains other objects. Does nothing to torch versions
-    without ``add_safe_globals`` (they load everything).
+    Pickles ``HistoryBuffer`` by value from now on (see the module docstring) and registers
+    the remaining checkpoint classes as safe.
     """
     from mmengine.logging import HistoryBuffer
-    from mmengine.runner.checkpoint import CheckpointLoader
     copyreg.pickle(HistoryBuffer, _reduce_history_buffer)
-    if not add_safe_globals(checkpoint_safe_globals()):
-        return
-    CheckpointLoader.register_scheme(prefixes='', loader=_load_from_local_with_hint, force=True)
+    add_safe_globals(checkpoint_safe_globals())

@@ -10,8 +10,9 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Uni
 
 import torch
 from mmengine.logging import print_log
-from mmengine.runner.checkpoint import CheckpointLoader
 from torch import Tensor, nn
+
+from .loading import load_checkpoint
 
 __all__ = [
     'CheckpointMismatchError', 'pop_pretrained_cfg', 'load_pretrained_into',
@@ -204,7 +205,8 @@ def load_pretrained_into(module: nn.Module,
 
     Args:
         module (nn.Module): The model to fill.
-        checkpoint (str): A path or URL mmengine can open: an OpenMMLab checkpoint
+        checkpoint (str): A path or URL (any scheme of mmengine's), loaded weights-only
+            (:func:`~sec_mm.checkpoint.load_checkpoint`): an OpenMMLab checkpoint
             (``state_dict``), a converted SECViT release (``model`` / ``model_ema``) or a bare
             state dict.
         prefix (str, optional): Keep only the keys under this prefix, with it removed (e.g.
@@ -220,7 +222,7 @@ def load_pretrained_into(module: nn.Module,
     Raises:
         CheckpointMismatchError: No key under ``prefix``, or keys that do not fit.
     """
-    state = extract_state_dict(CheckpointLoader.load_checkpoint(checkpoint, map_location))
+    state = extract_state_dict(load_checkpoint(checkpoint, map_location))
     if prefix:
         prefix = prefix if prefix.endswith('.') else prefix + '.'
         selected = OrderedDict((k[len(prefix):], v) for k, v in state.items()

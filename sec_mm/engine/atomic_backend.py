@@ -23,6 +23,9 @@ def write_atomic(path: Union[str, os.PathLike], data: bytes) -> None:
     fsynced, and the file is renamed over ``path`` (atomic within a file system); the folder
     is fsynced so that the rename survives a crash. A failed write removes its temporary
     file; a killed one leaves it, hidden and never under the final name.
+
+    Raises:
+        OSError: The write failed (a full disk, ...); the message names ``path``.
     """
     path = os.fspath(path)
     folder = osp.dirname(osp.abspath(path))
@@ -36,9 +39,14 @@ def write_atomic(path: Union[str, os.PathLike], data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(part, path)
-    except BaseException:
+    except BaseException as error:
         if osp.exists(part):
             os.remove(part)
+        if isinstance(error, OSError) and error.filename is None and error.errno:
+            # torch and mmengine name no file; "No space left on device" alone says nothing
+            # about where.
+            raise OSError(error.errno, f'{error.strerror} (writing {len(data)} bytes)',
+                          path) from error
         raise
     folder_fd = os.open(folder, os.O_RDONLY)
     try:

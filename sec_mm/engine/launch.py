@@ -4,13 +4,16 @@ The same two tools drive mmdet, mmseg and mmpretrain configs; the codebase comes
 config's ``default_scope``. Options mean what they mean in that codebase's own tools; where
 the three differ (``--out``, ``--show-dir``, ``--tta``), the codebase's meaning is kept.
 """
+import ast
 import copy
 import importlib
 import logging
+import os
 import os.path as osp
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
-from mmengine.config import Config, ConfigDict
+import torch.distributed as torch_dist
+from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.hooks import CheckpointHook
 from mmengine.logging import print_log
 from mmengine.runner import Runner
@@ -21,18 +24,54 @@ from sec_mm.utils import codebase_of
 from .dist import adapt_cfg_to_device, check_gpus_usable, init_distributed
 from .lifetime import bind_to_launcher
 from .peer_watchdog import DEFAULT_PEER_TIMEOUT, start_peer_watchdog
-from .resume import DEFAULT_FILENAME_TMPLS, find_resumable_checkpoint
+from .resume import (DEFAULT_FILENAME_TMPLS, checkpoint_dir, find_resumable_checkpoint,
+                     list_checkpoints)
+from .work_dir_lock import WorkDirLock
 
-__all__ = ['load_config', 'apply_train_options', 'apply_test_options', 'build_runner',
-           'add_dump_metric']
+__all__ = ['ExistingCheckpointsError', 'parse_cfg_options', 'load_config', 'apply_train_options',
+           'apply_test_options', 'build_runner', 'add_dump_metric']
 
 
-def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
-    """Read a config file and merge ``--cfg-options`` into it."""
+class ExistingCheckpointsError(RuntimeError):
+    """A run would start from scratch in a work dir that holds checkpoints."""
+
+
+
+def parse_cfg_options(pairs: Optional[Sequence[str]]) -> dict:
+    """``--cfg-options`` as ``KEY=VALUE`` strings into a dict, values parsed as mmengine's
+    ``DictAction`` parses them (``a=1``, ``b=[1,2]``, ``c=(x,y)``, ``d=True``).
+
+    Raises:
+        ValueError: An item without ``=``, or with an empty key, named with an example.
+    """
+    options = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition('=')
+        if not sep or not key:
+            raise ValueError(
+                f'--cfg-options {pair!r}: every option is KEY=VALUE without spaces around '
+                "'=', e.g. train_cfg.max_iters=100 or model.backbone.out_indices=[1,2,3].")
+        options[key] = DictAction._parse_iterable(value)
+    return options
+
+
+def load_config(path: str, cfg_options: Union[dict, Sequence[str], None] = None) -> Config:
+    """Read a config file and merge ``--cfg-options`` (a dict, or ``KEY=VALUE`` strings)."""
     if not osp.isfile(path):
         raise FileNotFoundError(f'Config file {path!r} does not exist.')
-    cfg = Config.fromfile(path)
+    try:
+        cfg = Config.fromfile(path)
+    except SyntaxError as error:
+        if error.filename not in (None, '<unknown>'):
+            raise
+        # mmengine parses the text without its file name; find the file that has the error.
+        with open(path, encoding='utf-8') as f:
+            ast.parse(f.read(), filename=path)  # raises, naming the file and line
+        raise SyntaxError(f'{error.msg} (line {error.lineno}) in one of the _base_ files of '
+                          f'config {path}') from error
     if cfg_options:
+        if not isinstance(cfg_options, dict):
+            cfg_options = parse_cfg_options(cfg_options)
         cfg.merge_from_dict(cfg_options)
     codebase_of(cfg)  # fail early on configs the tools cannot drive
     return cfg
@@ -82,7 +121,8 @@ def _apply_amp(cfg: Config, amp: str) -> None:
 
 def apply_train_options(cfg: Config, config_path: str, launcher: str = 'none',
                         work_dir: Optional[str] = None, amp: Union[bool, str, None] = None,
-                        resume: Optional[str] = None, force_cpu: bool = False) -> Config:
+                        resume: Optional[str] = None, force_cpu: bool = False,
+                        start_fresh: bool = False) -> Config:
     """Apply the training tool's options to ``cfg`` (in place; also returned).
 
     Args:
@@ -99,6 +139,13 @@ def apply_train_options(cfg: Config, config_path: str, launcher: str = 'none',
             resumes from that checkpoint, None starts fresh.
         force_cpu: ``--force-cpu``: run on CPU even where NVIDIA GPUs are visible but torch
             cannot use them (see :func:`~sec_mm.engine.dist.check_gpus_usable`).
+        start_fresh: ``--start-fresh``: start from scratch even where the work dir holds
+            checkpoints (otherwise refused). They are kept: no run deletes or overwrites a
+            checkpoint it did not write.
+
+    Raises:
+        ExistingCheckpointsError: A run that would start from scratch (no ``resume``, or
+            ``'auto'`` finding no complete checkpoint) in a work dir holding checkpoints.
 
     Checkpoints are written atomically (:class:`~sec_mm.engine.hooks.
     AtomicCheckpointHook` in place of mmengine's ``CheckpointHook``).
@@ -116,7 +163,31 @@ def apply_train_options(cfg: Config, config_path: str, launcher: str = 'none',
                                'from the newest complete checkpoint of the work dir')
         cfg.resume = True
         cfg.load_from = resume
+    if not cfg.get('resume') and not start_fresh:
+        _refuse_existing_checkpoints(cfg, resume)
     return adapt_cfg_to_device(cfg, launcher)
+
+
+def _checkpoint_hook_files(cfg: Config):
+    hook = cfg.default_hooks.get('checkpoint') or {}
+    tmpls = [hook['filename_tmpl']] if hook.get('filename_tmpl') else DEFAULT_FILENAME_TMPLS
+    return tmpls, hook.get('out_dir')
+
+
+def _refuse_existing_checkpoints(cfg: Config, resume: Optional[str]) -> None:
+    tmpls, out_dir = _checkpoint_hook_files(cfg)
+    folder = checkpoint_dir(cfg.work_dir, out_dir)
+    found = [osp.basename(path) for _, path in list_checkpoints(folder, tmpls)]
+    if not found:
+        return
+    shown = ', '.join(found[:5]) + (f' and {len(found) - 5} more' if len(found) > 5 else '')
+    why = ('--resume found no complete checkpoint there (see the warnings above)'
+           if resume == 'auto' else 'this run would start from scratch')
+    raise ExistingCheckpointsError(
+        f'Work dir {cfg.work_dir} holds checkpoints ({shown} in {folder}), but {why}: its '
+        'checkpoints would be overwritten or deleted by a run they do not belong to. '
+        'Resume them with --resume (or --resume PATH), train into another --work-dir, or '
+        'pass --start-fresh to train from scratch anyway (the existing files are kept).')
 
 
 def _use_atomic_checkpoints(cfg: Config) -> None:
@@ -131,9 +202,8 @@ def _use_atomic_checkpoints(cfg: Config) -> None:
 
 
 def _resume_newest_complete(cfg: Config) -> None:
-    hook = cfg.default_hooks.get('checkpoint') or {}
-    tmpls = [hook['filename_tmpl']] if hook.get('filename_tmpl') else DEFAULT_FILENAME_TMPLS
-    found, skipped = find_resumable_checkpoint(cfg.work_dir, tmpls)
+    tmpls, out_dir = _checkpoint_hook_files(cfg)
+    found, skipped = find_resumable_checkpoint(cfg.work_dir, tmpls, out_dir)
     for path, problem in skipped:
         print_log(f'--resume: checkpoint {path} is {problem}; passing over it.',
                   logger='current', level=logging.WARNING)
@@ -144,10 +214,8 @@ def _resume_newest_complete(cfg: Config) -> None:
         cfg.resume = True
         cfg.load_from = found
     else:
-        # Nothing to resume from: a fresh start (with the config's own load_from, if any).
-        if skipped:
-            print_log(f'--resume: no complete checkpoint in {cfg.work_dir}; starting from '
-                      'scratch.', logger='current', level=logging.WARNING)
+        # Nothing to resume from: a fresh start (with the config's own load_from, if any),
+        # unless the work dir holds checkpoint files (refused by the caller).
         cfg.resume = False
 
 
@@ -234,8 +302,28 @@ def apply_test_options(cfg: Config, config_path: str, checkpoint: str, launcher:
     return adapt_cfg_to_device(cfg, launcher)
 
 
-def build_runner(cfg: Config) -> Runner:
-    """Start distributed (if launched so), then build the Runner the config asks for."""
+_held_locks = []  # this process's work-dir lock, held until it exits
+
+
+def _lock_work_dir(work_dir: str) -> None:
+    """Take the work dir's lock on the run's first process; the others wait for it."""
+    rank = int(os.environ.get('RANK', os.environ.get('SLURM_PROCID', 0)))
+    if rank == 0:
+        _held_locks.append(WorkDirLock.acquire(work_dir))
+    # Where the process group exists already (CPU), nobody goes on before the lock is taken;
+    # a rank 0 that failed to take it stops the others through the peer watchdog.
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.barrier()
+
+
+def build_runner(cfg: Config, lock_work_dir: bool = False) -> Runner:
+    """Start distributed (if launched so), then build the Runner the config asks for.
+
+    Args:
+        cfg: The config, with the tool's options applied.
+        lock_work_dir: Take the work dir's lock (:class:`~sec_mm.engine.work_dir_lock.
+            WorkDirLock`) before anything is written into it: one training run per work dir.
+    """
     launcher = cfg.get('launcher', 'none')
     bind_to_launcher(launcher)  # no process of the run outlives the launcher
     # (Checkpoint loading is readied by `import sec_mm`, which importing this module does.)
@@ -245,6 +333,8 @@ def build_runner(cfg: Config) -> Runner:
     # the model's distributed set-up; otherwise once mmengine's init_dist has completed it.
     peer_timeout = cfg.get('env_cfg', {}).get('peer_timeout', DEFAULT_PEER_TIMEOUT)
     start_peer_watchdog(launcher, peer_timeout)
+    if lock_work_dir:
+        _lock_work_dir(cfg.work_dir)
     if 'runner_type' not in cfg:
         runner = Runner.from_cfg(cfg)
     else:

@@ -221,11 +221,14 @@ def start_peer_watchdog(launcher: str, timeout: Optional[float] = DEFAULT_PEER_T
         PeerWatchdog | None: The running watchdog.
     """
     global _running
-    if _running is not None or launcher == 'none' or not timeout:
-        return _running
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 1:
+    # Checked in every run, so that a setting that is wrong fails where it is tried first
+    # (often a one-process run), not on the cluster.
+    number = isinstance(timeout, (int, float)) and not isinstance(timeout, bool)
+    if timeout is not None and not (number and (timeout == 0 or 1 <= timeout < float('inf'))):
         raise ValueError(f'env_cfg.peer_timeout must be a number of seconds >= 1 (or 0 / None '
                          f'to turn the peer watchdog off); got {timeout!r}.')
+    if _running is not None or launcher == 'none' or not timeout:
+        return _running
     if any(k not in os.environ for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')):
         return None  # not known yet (slurm on GPUs: mmengine's init_dist sets them)
     world_size = int(os.environ['WORLD_SIZE'])

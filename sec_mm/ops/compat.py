@@ -6,14 +6,10 @@ with prebuilt mmcv 2.1.0 CUDA wheels. Call these instead of the torch functions 
 Pure PyTorch on purpose: nothing here knows about mmengine, mmdet, mmseg or mmpretrain.
 """
 import importlib
-from typing import Iterable
 
 import torch
 
-__all__ = [
-    'is_compiling', 'is_exporting', 'is_autocast_enabled', 'get_autocast_dtype',
-    'add_safe_globals'
-]
+__all__ = ['is_compiling', 'is_exporting', 'is_autocast_enabled', 'get_autocast_dtype']
 
 
 def is_compiling() -> bool:
@@ -70,22 +66,3 @@ def get_autocast_dtype(device_type: str) -> torch.dtype:
     if device_type == 'cpu':
         return torch.get_autocast_cpu_dtype()
     return torch.get_autocast_gpu_dtype()
-
-
-def add_safe_globals(objects: Iterable[object]) -> bool:
-    """Allow ``objects`` in ``torch.load(weights_only=True)``; only where torch has the list.
-
-    ``torch.serialization.add_safe_globals`` exists from torch 2.4. Older torch loads every
-    object by default (``weights_only=False`` until torch 2.6), so there is nothing to allow.
-
-    Returns:
-        bool: Whether this torch keeps a list of safe globals (and it was extended).
-    """
-    serialization = torch.serialization
-    if not hasattr(serialization, 'add_safe_globals'):
-        return False
-    registered = set(map(id, serialization.get_safe_globals()))
-    new = [obj for obj in objects if id(obj) not in registered]
-    if new:
-        serialization.add_safe_globals(new)
-    return True

@@ -1,5 +1,5 @@
-"""sec_mm.engine.atomic_backend, hooks.AtomicCheckpointHook and sec_mm.engine.resume: checkpoints are complete whenever
-they can be seen, and resuming skips the ones that are not."""
+"""sec_mm.engine: atomic writes, AtomicCheckpointHook and resume: checkpoints are complete
+whenever they can be seen, and resuming skips the ones that are not."""
 import os
 import stat
 from pathlib import Path

@@ -1,10 +1,7 @@
-"""sec_mm.engine.dist and sec_mm.checkpoint.safe_globals: device-agnostic distributed set-up and
-loading mmengine checkpoints under torch's weights-only default."""
+"""sec_mm.engine.dist: device-agnostic distributed set-up."""
 import copy
-import pickle
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.distributed as torch_dist
@@ -13,8 +10,6 @@ from mmengine.config import Config
 from sec_mm.engine import dist as dist_utils
 from sec_mm.engine.dist import (adapt_cfg_to_device, init_distributed, revert_sync_bn_cfg,
                                select_dist_backend)
-from sec_mm.checkpoint import checkpoint_safe_globals, register_checkpoint_safe_globals
-from sec_mm.utils import codebase_of
 
 import mmseg  # noqa: E402
 
@@ -142,64 +137,3 @@ def test_init_distributed_creates_a_gloo_group_on_cpu(launcher, monkeypatch, pre
     finally:
         if torch_dist.is_initialized():
             torch_dist.destroy_process_group()
-
-
-def _runner_like_checkpoint():
-    from mmengine.logging import MessageHub
-    hub = MessageHub.get_instance('test_dist_checkpoint')
-    hub.update_scalar('train/loss', 0.5)
-    hub.update_scalar('train/loss', 0.25)
-    hub.update_info('iter', 7)
-    return dict(meta=dict(iter=7, seed=np.int64(3)), state_dict=dict(w=torch.ones(2)),
-                message_hub=hub.state_dict())
-
-
-def test_mmengine_checkpoint_loads_weights_only(tmp_path):
-    register_checkpoint_safe_globals()
-    path = tmp_path / 'ckpt.pth'
-    torch.save(_runner_like_checkpoint(), path)
-    unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-    assert 'builtins.getattr' not in unsafe  # allowing getattr would void weights_only
-    loaded = torch.load(path)  # torch's default: weights_only=True
-    buffer = loaded['message_hub']['log_scalars']['train/loss']
-    assert buffer.mean() == pytest.approx(0.375) and buffer.current() == 0.25
-    assert loaded['meta']['iter'] == 7
-
-
-def test_history_buffer_round_trips_by_value():
-    register_checkpoint_safe_globals()
-    from mmengine.logging import HistoryBuffer
-    buffer = HistoryBuffer([1., 2., 6.], [1, 1, 2], max_length=10)
-    for copied in (pickle.loads(pickle.dumps(buffer)), copy.deepcopy(buffer)):
-        assert copied.max_length == 10
-        np.testing.assert_array_equal(copied.data[0], [1., 2., 6.])
-        np.testing.assert_array_equal(copied.data[1], [1, 1, 2])
-        assert copied.statistics('mean') == pytest.approx(9 / 4)  # count-weighted
-
-
-class _NotAllowed:
-    pass
-
-
-def test_unknown_objects_still_refused_with_a_hint(tmp_path):
-    from mmengine.runner.checkpoint import CheckpointLoader
-    register_checkpoint_safe_globals()
-    path = tmp_path / 'foreign.pth'
-    torch.save(dict(state_dict=dict(w=torch.ones(1)), extra=_NotAllowed()), path)
-    with pytest.raises(pickle.UnpicklingError, match='TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'):
-        CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
-
-
-def test_safe_globals_are_only_data_classes():
-    allowed = checkpoint_safe_globals()
-    assert getattr not in allowed and eval not in allowed
-    names = {f'{getattr(o, "__module__", "")}.{o.__name__}' for o in allowed}
-    assert 'mmengine.logging.history_buffer.HistoryBuffer' in names
-
-
-def test_codebase_of():
-    assert codebase_of(Config(dict(default_scope='mmseg'))) == 'mmseg'
-    with pytest.raises(ValueError, match='default_scope'):
-        codebase_of(Config(dict()))
-    with pytest.raises(ValueError, match='mmocr'):
-        codebase_of(Config(dict(default_scope='mmocr')))

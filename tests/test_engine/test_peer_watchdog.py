@@ -92,3 +92,7 @@ def test_peer_timeout_is_checked():
     with pytest.raises(ValueError, match=r'env_cfg\.peer_timeout must be a number of seconds '
                        r">= 1 .*got '2m'"):
         start_peer_watchdog('pytorch', '2m')
+    # Also where there is nothing to watch (one process), and for numbers that are no limit.
+    for wrong in ('2m', -5, 0.5, float('nan'), float('inf'), True):
+        with pytest.raises(ValueError, match=r'env_cfg\.peer_timeout .*got'):
+            start_peer_watchdog('none', wrong)

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import torch
 
+from sec_mm.checkpoint import (CheckpointFileError, CheckpointMismatchError,
+                               UnsafeCheckpointError, extract_state_dict, load_checkpoint)
 from sec_mm.converters import convert_secvit_state_dict
 from sec_mm.models import SECViT
-from sec_mm.checkpoint import CheckpointMismatchError, extract_state_dict
 
 
 def parse_args(argv=None):
@@ -42,8 +43,13 @@ def arch_name(arch: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    # Released files are plain dicts of tensors (and argparse Namespaces in some releases).
-    checkpoint = torch.load(args.src, map_location='cpu', weights_only=False)
+    # Weights-only, as every load of sec_mm: released files are dicts of tensors, numbers and
+    # (DeiT-style releases) the argparse Namespace of the training options.
+    try:
+        checkpoint = load_checkpoint(args.src)
+    except (CheckpointFileError, UnsafeCheckpointError, FileNotFoundError) as error:
+        print(f'error: {error}', file=sys.stderr)  # the messages name the file
+        return 1
     try:
         state_dict, arch = convert_secvit_state_dict(extract_state_dict(checkpoint, args.ema))
     except CheckpointMismatchError as error:
