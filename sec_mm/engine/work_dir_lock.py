@@ -118,7 +118,7 @@ class WorkDirLock:
         try:
             holder = json.loads(data.decode() or '{}')
         except (UnicodeDecodeError, json.JSONDecodeError):
-            return {'pid': None, 'host': None, 'started': None, 'command': ['(unreadable)']}
+            return {'unreadable': data[:40]}
         return holder if isinstance(holder, dict) else {}
 
     def _held_error(self, holder: dict, why: str) -> WorkDirLockedError:
@@ -131,6 +131,11 @@ class WorkDirLock:
     def _take_over(self, holder: dict, age: float) -> None:
         same_host = holder.get('host') == socket.gethostname()
         same_job = any(holder.get(k) and holder.get(k) == os.environ.get(k) for k in _JOB_IDS)
+        if 'unreadable' in holder:
+            print_log(f'Taking over the lock of work dir {self.work_dir}: {self.path} holds '
+                      f"no lock record ({holder['unreadable']!r}).", logger='current',
+                      level=logging.WARNING)
+            return
         if same_host:
             # Getting the flock means its holder is gone, unless the file was replaced under
             # a live holder (deleted and created again): then its pid still runs.

@@ -3,16 +3,15 @@ sec_mm`` alone (what a config's ``custom_imports`` does) readies the process for
 import copy
 import os
 import pickle
-import pickletools
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from pickle_helpers import pickled_globals
 from sec_mm.checkpoint import checkpoint_safe_globals, register_checkpoint_safe_globals
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,21 +58,6 @@ def test_import_sec_mm_alone_makes_runner_checkpoints_load(tmp_path):
         timeout=300)
     assert done.returncode == 0, done.stdout[-4000:]
     assert 'loaded after import sec_mm' in done.stdout
-
-
-def pickled_globals(path) -> set:
-    """``module.name`` of every global a torch zip checkpoint's pickle names."""
-    with zipfile.ZipFile(path) as archive:
-        data = archive.read(next(n for n in archive.namelist() if n.endswith('data.pkl')))
-    found, strings = set(), []
-    for op, arg, _ in pickletools.genops(data):
-        if op.name == 'GLOBAL':
-            found.add(arg.replace(' ', '.'))
-        elif op.name in ('SHORT_BINUNICODE', 'BINUNICODE', 'UNICODE'):
-            strings.append(arg)
-        elif op.name == 'STACK_GLOBAL':
-            found.add('.'.join(strings[-2:]))
-    return found
 
 
 def _runner_like_checkpoint():

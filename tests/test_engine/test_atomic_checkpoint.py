@@ -12,11 +12,11 @@ from mmengine.runner import Runner
 from torch import nn
 from torch.utils.data import Dataset
 
-from sec_mm.engine import atomic_backend
+from pickle_helpers import pickled_globals
+from sec_mm.checkpoint import checkpoint_problem, register_checkpoint_safe_globals
+from sec_mm.engine import AtomicCheckpointHook, atomic_backend
 from sec_mm.engine.atomic_backend import AtomicLocalBackend, write_atomic
-from sec_mm.checkpoint import checkpoint_problem
 from sec_mm.engine.resume import find_resumable_checkpoint
-from sec_mm.checkpoint import register_checkpoint_safe_globals
 
 
 def parts(folder: Path):
@@ -43,7 +43,9 @@ def test_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
         raise OSError(28, 'No space left on device')
 
     monkeypatch.setattr(atomic_backend.os, 'fsync', disk_full)
-    with pytest.raises(OSError, match='No space'):
+    # The file is named (torch and mmengine raise errno 28 without it).
+    with pytest.raises(OSError, match=rf"No space left on device \(writing 1000 bytes\): "
+                       rf"'{target}'"):
         write_atomic(target, b'x' * 1000)
     assert target.read_bytes() == b'complete'
     assert parts(tmp_path) == []
@@ -82,10 +84,20 @@ def test_checkpoint_problem(tmp_path):
     assert 'damaged' in checkpoint_problem(str(tmp_path / 'flipped.pth'))
     (tmp_path / 'empty.pth').write_bytes(b'')
     assert 'empty' in checkpoint_problem(str(tmp_path / 'empty.pth'))
-    # torch's legacy (non-zip) format is left to torch.load
+    # torch's legacy (non-zip) format is recognised by its magic number
     torch.save({'w': torch.ones(2)}, tmp_path / 'legacy.pth',
                _use_new_zipfile_serialization=False)
     assert checkpoint_problem(str(tmp_path / 'legacy.pth')) is None
+    # What a failed download saves, text, other formats: named by first bytes and size.
+    for name, data, kind in (('page.pth', b'<html><body>403</body></html>', 'HTML'),
+                             ('reply.pth', b'{"error": "quota"}', 'JSON'),
+                             ('notes.pth', b'just some text\n', 'text'),
+                             ('model.pth', b'\x89HDF\r\n\x1a\n\x00\x00', 'binary')):
+        (tmp_path / name).write_bytes(data)
+        problem = checkpoint_problem(str(tmp_path / name))
+        assert problem.startswith(f'not a PyTorch checkpoint: it starts with {data[:16]!r} '
+                                  f'({len(data)} bytes; looks like'), problem
+        assert kind in problem
 
 
 def test_find_resumable_checkpoint(tmp_path):
@@ -134,7 +146,7 @@ class ToyData(Dataset):
         return dict(inputs=torch.full((2, ), float(index)))
 
 
-def toy_runner(work_dir, max_keep_ckpts, max_iters, resume=False):
+def toy_runner(work_dir, max_keep_ckpts, max_iters, resume=False, load_from=None):
     return Runner(
         model=ToyModel(), work_dir=str(work_dir),
         train_dataloader=dict(dataset=ToyData(), batch_size=2, num_workers=0,
@@ -144,7 +156,8 @@ def toy_runner(work_dir, max_keep_ckpts, max_iters, resume=False):
         train_cfg=dict(by_epoch=False, max_iters=max_iters),
         default_hooks=dict(checkpoint=dict(type='AtomicCheckpointHook', by_epoch=False,
                                            interval=1, max_keep_ckpts=max_keep_ckpts)),
-        resume=resume, default_scope='mmengine', experiment_name=f'toy{max_iters}')
+        resume=resume, load_from=load_from, default_scope='mmengine',
+        experiment_name=f'toy{max_iters}-{id(work_dir)}-{load_from}')
 
 
 @pytest.fixture
@@ -179,3 +192,34 @@ def test_hook_keeps_the_old_checkpoint_until_the_new_one_is_complete(tmp_path, m
     assert checkpoint_problem(str(tmp_path / 'iter_2.pth')) is None
     assert (tmp_path / 'last_checkpoint').read_text() == str(tmp_path / 'iter_2.pth')
     assert parts(tmp_path) == []
+
+
+def test_hook_arguments_with_a_typo_fail_when_the_hook_is_built():
+    with pytest.raises(TypeError, match=r"unknown argument\(s\) 'intervl' \(did you mean "
+                       r"'interval'\?\).*takes.*max_keep_ckpts"):
+        AtomicCheckpointHook(intervl=1)
+
+
+def test_hook_never_overwrites_a_checkpoint_it_did_not_write(tmp_path, scope_restored):
+    import sec_mm  # noqa: F401  (registers the hook)
+    toy_runner(tmp_path, max_keep_ckpts=-1, max_iters=3).train()
+    original = (tmp_path / 'iter_3.pth').read_bytes()
+    # Back to iteration 1 (e.g. before a divergence) in the same work dir: iterations 2 and 3
+    # are trained again; the files of the first attempt are kept aside, not overwritten.
+    toy_runner(tmp_path, max_keep_ckpts=-1, max_iters=3, resume=True,
+               load_from=str(tmp_path / 'iter_1.pth')).train()
+    aside = sorted(tmp_path.glob('iter_3.before-*.pth'))
+    assert len(aside) == 1 and aside[0].read_bytes() == original
+    assert len(list(tmp_path.glob('iter_2.before-*.pth'))) == 1
+    # Our checkpoints hold no numpy object: they load weights-only on every torch version.
+    assert not any(name.startswith('numpy') for name in pickled_globals(tmp_path / 'iter_3.pth'))
+
+
+def test_the_saves_of_killed_runs_are_cleaned_up(tmp_path, scope_restored):
+    import sec_mm  # noqa: F401
+    left = tmp_path / '.iter_7.pth.0123456789ab.part'
+    left.write_bytes(b'half a checkpoint')
+    other = tmp_path / '.not_ours.part'
+    other.write_bytes(b'x')
+    toy_runner(tmp_path, max_keep_ckpts=1, max_iters=1).train()
+    assert not left.exists() and other.exists()

@@ -6,7 +6,8 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from sec_mm.engine.launch import apply_test_options, apply_train_options, load_config
+from sec_mm.engine.launch import (ExistingCheckpointsError, apply_test_options,
+                                  apply_train_options, load_config)
 
 REPO = Path(__file__).resolve().parents[2]
 DET = REPO / 'configs/detection/secvit/toy/mask-rcnn_secvit-t_fpn_toy-coco.py'
@@ -91,13 +92,55 @@ def test_resume_auto_passes_over_incomplete_checkpoints(configs, checkpoint, tmp
     assert cfg.resume is True and cfg.load_from == checkpoint  # iter_2
     out = log.read_text()
     assert f'checkpoint {newest} is incomplete' in out and f'resuming from {checkpoint}' in out
-    # Nothing complete at all: a fresh start, with the config's own load_from.
+    # Nothing complete at all: no silent fresh start over the files, unless asked for (with
+    # the config's own load_from).
     truncate(checkpoint)
+    with pytest.raises(ExistingCheckpointsError, match=r'found no complete checkpoint.*'
+                       r'--start-fresh'):
+        apply_train_options(fresh(configs, 'det'), str(DET), resume='auto',
+                            work_dir=str(work_dir))
     cfg = fresh(configs, 'det')
     cfg.load_from = 'pretrained.pth'
-    cfg = apply_train_options(cfg, str(DET), resume='auto', work_dir=str(work_dir))
+    cfg = apply_train_options(cfg, str(DET), resume='auto', work_dir=str(work_dir),
+                              start_fresh=True)
     assert cfg.resume is False and cfg.load_from == 'pretrained.pth'
-    assert 'no complete checkpoint' in log.read_text()
+
+
+def save_steps(folder, steps):
+    folder.mkdir(parents=True, exist_ok=True)
+    for step in steps:
+        torch.save(dict(state_dict=dict(w=torch.full((1, ), float(step)))),
+                   folder / f'iter_{step}.pth')
+    (folder / 'last_checkpoint').write_text(str(folder / f'iter_{max(steps)}.pth'))
+
+
+def test_a_moved_work_dir_resumes_from_its_own_checkpoints(configs, tmp_path):
+    old, new = tmp_path / 'old' / 'run', tmp_path / 'new' / 'run'
+    save_steps(old, (6, 8, 10))
+    new.parent.mkdir()
+    old.rename(new)
+    # last_checkpoint still names old/run/iter_10.pth, which is gone.
+    assert (new / 'last_checkpoint').read_text() == str(old / 'iter_10.pth')
+    cfg = apply_train_options(fresh(configs, 'det'), str(DET), resume='auto',
+                              work_dir=str(new))
+    assert cfg.resume is True and cfg.load_from == str(new / 'iter_10.pth')
+
+
+def test_a_fresh_start_over_checkpoints_is_refused(configs, tmp_path):
+    save_steps(tmp_path / 'run', (2, 4))
+    with pytest.raises(ExistingCheckpointsError) as error:
+        apply_train_options(fresh(configs, 'det'), str(DET), work_dir=str(tmp_path / 'run'))
+    message = str(error.value)
+    for part in (str(tmp_path / 'run'), 'iter_4.pth, iter_2.pth', 'from scratch', '--resume',
+                 '--work-dir', '--start-fresh'):
+        assert part in message, (part, message)
+    cfg = apply_train_options(fresh(configs, 'det'), str(DET), work_dir=str(tmp_path / 'run'),
+                              start_fresh=True)
+    assert cfg.resume is False
+    # Files that only look like checkpoints by name elsewhere do not count.
+    (tmp_path / 'other').mkdir()
+    (tmp_path / 'other' / 'best_coco_bbox_mAP_iter_4.pth').write_bytes(b'x')
+    apply_train_options(fresh(configs, 'det'), str(DET), work_dir=str(tmp_path / 'other'))
 
 
 def test_incomplete_checkpoint_given_by_path_is_named(configs, checkpoint):
@@ -245,3 +288,22 @@ def test_tta(configs, checkpoint):
     cfg.pop('tta_model')
     with pytest.raises(ValueError, match='tta_model'):
         apply_test_options(cfg, str(SEG), checkpoint, tta=True)
+
+
+def test_config_options_and_syntax_errors_are_named(tmp_path):
+    from sec_mm.engine.launch import parse_cfg_options
+    assert parse_cfg_options(['a.b=1', 'c=[1,2]', 'd=x']) == {'a.b': 1, 'c': [1, 2], 'd': 'x'}
+    for wrong in ('train_cfg.max_iters', '=3'):
+        with pytest.raises(ValueError, match=rf"--cfg-options '{wrong}': every option is "
+                           r'KEY=VALUE'):
+            parse_cfg_options(['a=1', wrong])
+    broken = tmp_path / 'broken_cfg.py'
+    broken.write_text(f"_base_ = [{str(CLS)!r}]\nmodel = dict(type='X'\n")
+    with pytest.raises(SyntaxError) as error:
+        load_config(str(broken))
+    assert error.value.filename == str(broken) and error.value.lineno == 2
+    # An error in a base file: the config that inherits it is named.
+    child = tmp_path / 'child_cfg.py'
+    child.write_text(f'_base_ = [{str(broken)!r}]\n')
+    with pytest.raises(SyntaxError, match=rf'_base_ files of config {child}'):
+        load_config(str(child))

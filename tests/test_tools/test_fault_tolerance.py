@@ -8,21 +8,17 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 import torch
 
 from net_helpers import free_port
-from process_helpers import alive
+from process_helpers import Run, processes_of, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = REPO / 'tools'
 TINY = REPO / 'tests/fixtures/configs/tiny-secvit_toy-imagenet.py'
-MARK = 'SEC_MM_FAULT_TEST_RUN'
-
-
 @pytest.fixture(autouse=True)
 def host_env(dist_env, monkeypatch):
     """The processes these tests start see the host's two-process settings (see dist_env)."""
@@ -36,60 +32,6 @@ def workspace(tmp_path_factory, toy_data_root) -> Path:
     root = tmp_path_factory.mktemp('faults')
     (root / 'data').symlink_to(toy_data_root, target_is_directory=True)
     return root
-
-
-def processes_of(run_id: str) -> list:
-    """The live processes whose environment carries ``MARK=run_id``: the whole run, whatever
-    session or parent they have."""
-    found = []
-    for entry in Path('/proc').iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / 'environ').read_bytes().split(b'\0')
-        except OSError:
-            continue
-        if f'{MARK}={run_id}'.encode() in environ and alive(int(entry.name)):
-            found.append(int(entry.name))
-    return found
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
-
-
-class Run:
-    """A tool started in the background, its output in a file."""
-
-    def __init__(self, command, cwd, log: Path, **env):
-        self.run_id = uuid.uuid4().hex
-        self.log = log
-        full_env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1',
-                        **{MARK: self.run_id}, **{k: str(v) for k, v in env.items()})
-        with open(log, 'w') as out:
-            self.proc = subprocess.Popen([str(c) for c in command], cwd=cwd, env=full_env,
-                                         stdout=out, stderr=subprocess.STDOUT)
-
-    def output(self) -> str:
-        return self.log.read_text(errors='replace')
-
-    def wait_for_output(self, pattern: str, timeout: float = 400) -> None:
-        found = wait_for(lambda: re.search(pattern, self.output()) or self.proc.poll() is not None,
-                         timeout, interval=0.5)
-        assert found and re.search(pattern, self.output()), (
-            f'no {pattern!r} in the output:\n{self.output()[-6000:]}')
-
-    def cleanup(self) -> None:
-        for pid in processes_of(self.run_id):
-            os.kill(pid, signal.SIGKILL)
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def dist_train(workspace, work_dir, *options, gpus=2, log_name='train.log', **env) -> Run:
@@ -172,6 +114,11 @@ def test_kill_during_a_save_then_resume_past_a_truncated_checkpoint(workspace):
     assert 'resumed epoch: 0, iter: 1' in log
     assert [int(i) for i in re.findall(r'Iter\(train\) \[\s*(\d+)/', log)] == [2, 3]
     assert (work_dir / 'last_checkpoint').read_text() == str(work_dir / 'iter_3.pth')
+    # The killed save's temporary file is cleaned up; the cut-short iter_2.pth, which this run
+    # did not write, is kept aside rather than overwritten.
+    assert not list(work_dir.glob('.iter_3.pth.*.part'))
+    assert 'left by a save that was killed' in log
+    assert [p.stat().st_size for p in work_dir.glob('iter_2.before-*.pth')] == [len(data) // 2]
 
 
 DET = REPO / 'configs/detection/secvit/toy/mask-rcnn_secvit-t_fpn_toy-coco.py'
