@@ -12,6 +12,7 @@ import torch
 
 from net_helpers import free_port
 from process_helpers import Run
+from sec_mm.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = REPO / 'tools'
@@ -93,7 +94,7 @@ def test_a_moved_work_dir_resumes_and_a_fresh_start_over_checkpoints_is_refused(
     assert 'resumed epoch: 0, iter: 4' in done.stdout
     assert trained_iters(done.stdout) == [5, 6]
     assert not old.exists()  # nothing went back to the old place
-    assert torch.load(new / 'iter_6.pth', weights_only=True)['meta']['iter'] == 6
+    assert load_checkpoint(str(new / 'iter_6.pth'))['meta']['iter'] == 6
 
 
 class Payload:
