@@ -10,17 +10,16 @@ patch 14, i.e. 576 patch tokens, and a random LLaMA from a ``transformers`` conf
 - ``prefill``: the language model's first forward (with KV cache) on prompt + image tokens;
 - ``total``: the whole ``LlavaLlamaForCausalLM`` forward that generation starts with.
 
-A size's models are built first and timed round robin (every repeat runs every G once), so
-the load of a shared machine hits all rows alike; times are medians. Peak memory is the extra
-memory of one ``total`` forward: on CUDA ``max_memory_allocated``; on CPU the rise of the peak
-resident size (``VmHWM``), measured in a fresh process per row whose freed tensors go straight
-back to the system (``--in-process`` measures in this process instead: quicker, less exact).
+A size's models are built first and timed in turns by ``benchmarks/harness.py`` (every repeat
+runs every call of every G once), so the load of a shared machine hits all rows alike; times
+are medians. Peak memory is the extra memory of one ``total`` forward: on CUDA
+``max_memory_allocated``; on CPU the rise of the peak resident size (``VmHWM``), measured in a
+fresh process per row whose freed tensors go straight back to the system (``--in-process``
+measures in this process instead: quicker, less exact).
 
-The table goes to stdout and into its own section of ``benchmarks/results.md`` (between
-``<!-- BEGIN sec_connector -->`` and ``<!-- END sec_connector -->``; the rest of the file is
-kept). Example::
+The table is printed; ``--out FILE`` also writes it into this tool's section of FILE::
 
-    python tools/analysis_tools/benchmark_connector.py --sizes tiny medium
+    python tools/analysis_tools/benchmark_connector.py --sizes tiny medium --out benchmarks/results.md
 
 On a CPU that other jobs share, ``--threads 1`` gives far steadier numbers (two threads that
 wait for each other lose whenever one of them is descheduled).
@@ -29,19 +28,19 @@ import argparse
 import datetime
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[2]
-SECTION_BEGIN = '<!-- BEGIN sec_connector -->'
-SECTION_END = '<!-- END sec_connector -->'
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+SECTION = 'sec_connector'
+
+from benchmarks.harness import add_output_arguments, time_in_turns, write_section  # noqa: E402
+
 IMAGE_SIZE, PATCH_SIZE = 336, 14  # LLaVA-1.5: 576 patch tokens
 NUM_PATCHES = (IMAGE_SIZE // PATCH_SIZE)**2
 
@@ -57,6 +56,34 @@ SIZES = {
                  num_attention_heads=16)),
 }
 VOCAB_SIZE = 32000
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--sizes', nargs='+', default=['tiny', 'medium'], choices=list(SIZES))
+    parser.add_argument('--tokens', nargs='+', type=int, default=[576, 288, 144],
+                        help='image tokens G handed to the LLM (576 = stock MLP projector)')
+    parser.add_argument('--prompt-length', type=int, default=64, help='text tokens')
+    parser.add_argument('--batch-size', type=int, default=1)
+    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--warmup', type=int, default=1)
+    parser.add_argument('--device', default='cpu')
+    add_output_arguments(parser)
+    parser.add_argument('--in-process', action='store_true',
+                        help='measure CPU memory in this process too (faster, less exact)')
+    parser.add_argument('--memory-worker', nargs=2, metavar=('SIZE', 'G'),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    bad = [g for g in args.tokens if not 1 <= g <= NUM_PATCHES]
+    if bad:
+        parser.error(f'--tokens must be between 1 and {NUM_PATCHES} (the patch tokens), got {bad}')
+    return args
+
+
+if __name__ == '__main__':
+    parse_args()  # --help and bad arguments answer before the heavy imports below
+
+import torch  # noqa: E402
 
 
 def write_local_llm(folder: str, llm: dict) -> None:
@@ -131,31 +158,14 @@ class Workload:
             num_layers=SIZES[size]['llm']['num_hidden_layers'])
 
 
-def _synchronize(device: str) -> None:
-    if device.startswith('cuda'):
-        torch.cuda.synchronize()
-
-
 def time_workloads(workloads: List[Workload], args) -> None:
-    """Median wall time (ms) of every call of every workload, into ``workload.row``.
-
-    Round robin: each repeat runs every workload once, so load changes of a shared machine
-    hit all numbers of a size alike instead of one row.
-    """
-    times = {(id(w), name): [] for w in workloads for name in w.calls}
+    """Median wall time (ms) of every call of every workload, into ``workload.row``; all
+    calls of a size in turns (harness), so load changes hit all rows alike."""
+    steps = {(i, name): call for i, w in enumerate(workloads) for name, call in w.calls.items()}
     with torch.no_grad():
-        for repeat in range(args.warmup + args.repeats):
-            for workload in workloads:
-                for name, call in workload.calls.items():
-                    _synchronize(args.device)
-                    start = time.perf_counter()
-                    call()
-                    _synchronize(args.device)
-                    if repeat >= args.warmup:
-                        times[(id(workload), name)].append((time.perf_counter() - start) * 1e3)
-    for workload in workloads:
-        for name in workload.calls:
-            workload.row[f'{name}_ms'] = statistics.median(times[(id(workload), name)])
+        times = time_in_turns(steps, args.device, args.repeats, args.warmup)
+    for (i, name), timing in times.items():
+        workloads[i].row[f'{name}_ms'] = timing.median * 1e3
 
 
 def _proc_status_kib(field: str) -> int:
@@ -261,45 +271,6 @@ def acceptance(rows: List[Dict[str, float]], prompt_length: int) -> List[str]:
     return notes
 
 
-def write_section(path: Path, body: str) -> None:
-    """Replace (or append) this tool's section of ``path``, keeping everything else."""
-    section = f'{SECTION_BEGIN}\n{body.rstrip()}\n{SECTION_END}\n'
-    text = path.read_text() if path.exists() else '# Benchmarks\n'
-    if SECTION_BEGIN in text and SECTION_END in text:
-        head, rest = text.split(SECTION_BEGIN, 1)
-        tail = rest.split(SECTION_END, 1)[1].lstrip('\n')
-        text = head + section + ('\n' + tail if tail else '')
-    else:
-        text = text.rstrip('\n') + '\n\n' + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--sizes', nargs='+', default=['tiny', 'medium'], choices=list(SIZES))
-    parser.add_argument('--tokens', nargs='+', type=int, default=[576, 288, 144],
-                        help='image tokens G handed to the LLM (576 = stock MLP projector)')
-    parser.add_argument('--prompt-length', type=int, default=64, help='text tokens')
-    parser.add_argument('--batch-size', type=int, default=1)
-    parser.add_argument('--repeats', type=int, default=5)
-    parser.add_argument('--warmup', type=int, default=1)
-    parser.add_argument('--device', default='cpu')
-    parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
-    parser.add_argument('--output', type=Path, default=ROOT / 'benchmarks' / 'results.md',
-                        help='markdown file whose sec_connector section is (re)written')
-    parser.add_argument('--no-write', action='store_true', help='print only')
-    parser.add_argument('--in-process', action='store_true',
-                        help='measure CPU memory in this process too (faster, less exact)')
-    parser.add_argument('--memory-worker', nargs=2, metavar=('SIZE', 'G'),
-                        help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    bad = [g for g in args.tokens if not 1 <= g <= NUM_PATCHES]
-    if bad:
-        parser.error(f'--tokens must be between 1 and {NUM_PATCHES} (the patch tokens), got {bad}')
-    return args
-
-
 def main(argv=None) -> str:
     args = parse_args(argv)
     if args.threads:
@@ -343,9 +314,9 @@ def main(argv=None) -> str:
         f'Command: `{command}`',
     ])
     print(body)
-    if not args.no_write:
-        write_section(args.output, body)
-        print(f'\nwritten to {args.output}', file=sys.stderr)
+    if args.out:
+        write_section(args.out, SECTION, body)
+        print(f'\nwritten to {args.out}', file=sys.stderr)
     return body
 
 
