@@ -87,6 +87,9 @@ def test_cpu_run_writes_table(tmp_path):
         ('1x3x224x256', 'Swin-T')]
     for row in dense:
         assert number(row['fwd+bwd ms']) > 0 and number(row['peak MiB']) > 0
+    # Stage 1 of 224x256 has 56x64 = 3584 tokens: 32 clusters of 112, 37 of at most 97
+    # (cluster_size=98), or Swin's 7x7 windows.
+    assert [int(row['stage-1 tokens / group']) for row in dense] == [112, 97, 49]
     assert number(dense[2]['speed vs Swin-T']) == number(dense[2]['memory / Swin-T']) == 1.0
     # memory / Swin-T: the model's peak over Swin-T's.
     assert number(dense[0]['memory / Swin-T']) == pytest.approx(

@@ -68,12 +68,13 @@ def test_fresh_environment_readme_route(tmp_path, toy_data_root):
         workspace.mkdir()
         (workspace / 'data').symlink_to(toy_data_root, target_is_directory=True)
         clean = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'VIRTUAL_ENV')}
+        options = ['train_cfg.max_iters=2', 'default_hooks.checkpoint.interval=2',
+                   'default_hooks.logger.interval=1', 'val_cfg=None', 'val_dataloader=None',
+                   'val_evaluator=None', 'train_dataloader.dataset.pipeline.2.scale=(128,128)']
         log = run([python, REPO / 'tools' / 'train.py', TOY_DET, '--work-dir', 'train',
-                   '--cfg-options', 'train_cfg.max_iters=2', 'default_hooks.checkpoint.interval=2',
-                   'default_hooks.logger.interval=1', 'val_cfg=None', 'val_dataloader=None', 'val_evaluator=None',
-                   'train_dataloader.dataset.pipeline.2.scale=(128,128)'],
-                  cwd=workspace, env=clean, timeout=900)
-        assert 'Iter(train) [2/2]' in log and 'loss:' in log and (workspace / 'train' / 'iter_2.pth').is_file()
+                   '--cfg-options', *options], cwd=workspace, env=clean, timeout=900)
+        assert 'Iter(train) [2/2]' in log and 'loss:' in log
+        assert (workspace / 'train' / 'iter_2.pth').is_file()
         import_check = run([python, '-c', 'import sec_mm, mmcv, torch; print(sec_mm.__file__,'
                             ' mmcv.__version__, torch.__version__)'], env=clean, timeout=300)
         assert str(REPO / 'sec_mm') in import_check and '2.1.0 2.14.1' in import_check

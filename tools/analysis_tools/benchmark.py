@@ -47,10 +47,11 @@ CLASSIFIERS = {
     'Swin-T': 'mmpretrain::swin_transformer/swin-tiny_16xb64_in1k.py',
 }
 SECVIT_DENSE = 'configs/detection/secvit/mask-rcnn_secvit-t_fpn_1x_coco.py'
-DENSE = {  # name: (config, backbone settings changed)
-    'SECViT-T': (SECVIT_DENSE, {}),
-    'SECViT-T cluster_size=98': (SECVIT_DENSE, dict(num_clusters=None, cluster_size=98)),
-    'Swin-T': ('mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py', {}),
+DENSE = {  # name: (config, backbone settings changed, stage-1 groups: SEC clusters or windows)
+    'SECViT-T': (SECVIT_DENSE, {}, dict(num_clusters=32)),
+    'SECViT-T cluster_size=98': (SECVIT_DENSE, dict(num_clusters=None, cluster_size=98),
+                                 dict(cluster_size=98)),
+    'Swin-T': ('mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py', {}, 7 * 7),
 }
 REFERENCE = 'Swin-T'
 TABLES = ('classifiers', 'dense', 'compile')
@@ -148,6 +149,8 @@ if __name__ == '__main__':
 
 import torch  # noqa: E402
 
+import sec_mm  # noqa: E402,F401  (registers the SEC models)
+from sec_mm.ops import resolve_num_clusters  # noqa: E402
 
 
 def load_config(path: str):
@@ -161,7 +164,6 @@ def load_config(path: str):
 
 
 def build(cfg: dict, scope: str = 'mmpretrain'):
-    import sec_mm  # noqa: F401  (registers the SEC models)
     registry = importlib.import_module(f'{scope}.registry').MODELS
     if scope == 'mmdet':
         importlib.import_module('mmdet.models')  # needs mmcv's compiled ops
@@ -170,7 +172,7 @@ def build(cfg: dict, scope: str = 'mmpretrain'):
 
 def dense_backbone(name: str):
     """``(backbone, label)``; Swin-T falls back to mmpretrain's where mmdet's cannot load."""
-    path, changes = DENSE[name]
+    path, changes, _ = DENSE[name]
     cfg = load_config(path).model.backbone
     cfg.update(init_cfg=None, **changes)  # speed does not depend on the weights
     if cfg.type != 'SwinTransformer':
@@ -209,9 +211,8 @@ class Runner:
         return images.to(self.device).contiguous(memory_format=self.memory_format)
 
     def inference_step(self, model, images):
-        model.eval()
-
         def step():
+            model.eval()
             with torch.no_grad(), self.autocast():
                 model(images, mode='tensor')
         return step
@@ -219,7 +220,7 @@ class Runner:
     def train_step(self, model, images):
         """Forward, cross-entropy on random labels, backward and an AdamW step."""
         labels = torch.randint(0, 1000, (len(images), ), device=self.device,
-                                    generator=torch.Generator(self.device).manual_seed(0))
+                               generator=torch.Generator(self.device).manual_seed(0))
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
         def step():
@@ -281,6 +282,15 @@ def bench_classifiers(run: Runner) -> List[dict]:
     return rows
 
 
+def stage1_group(name: str, height: int, width: int) -> int:
+    """Tokens that attend together in stage 1 (stride 4): a SEC cluster or a Swin window."""
+    group = DENSE[name.split(' (')[0]][2]
+    if isinstance(group, int):
+        return group
+    tokens = -(-height // 4) * -(-width // 4)
+    return -(-tokens // resolve_num_clusters(tokens, **group))
+
+
 def bench_dense(run: Runner) -> List[dict]:
     backbones = {}
     for name in DENSE:
@@ -297,6 +307,7 @@ def bench_dense(run: Runner) -> List[dict]:
         for label, backbone in backbones.items():
             rows.append(dict(
                 input=f'{batch}x3x{height}x{width}', model=label, params_m=params_m(backbone),
+                group=stage1_group(label, height, width),
                 ms=seconds[label].median * 1e3, images_per_s=batch / seconds[label].median,
                 speed_vs_swin=seconds[reference].median / seconds[label].median,
                 peak_mib=memory[label], memory_per_swin=memory[label] / memory[reference]))
@@ -343,7 +354,8 @@ CLASSIFIER_COLUMNS = [
     ('train_peak_mib', 'train peak MiB', '{:.0f}')]
 DENSE_COLUMNS = [
     ('input', 'input', '{}'), ('model', 'backbone', '{}'), ('params_m', 'params (M)', '{:.1f}'),
-    ('ms', 'fwd+bwd ms', '{:.1f}'), ('images_per_s', 'images/s', '{:.2f}'),
+    ('group', 'stage-1 tokens / group', '{}'), ('ms', 'fwd+bwd ms', '{:.1f}'),
+    ('images_per_s', 'images/s', '{:.2f}'),
     ('speed_vs_swin', 'speed vs Swin-T', '{:.2f}x'), ('peak_mib', 'peak MiB', '{:.0f}'),
     ('memory_per_swin', 'memory / Swin-T', '{:.2f}x')]
 COMPILE_COLUMNS = [
@@ -395,7 +407,8 @@ def render(run: Runner, results: Dict[str, List[dict]]) -> str:
                   'Train mode; backward from random gradients of the four outputs. '
                   '`cluster_size=98`: SECViT-T with 98 tokens per cluster instead of the '
                   "papers' (32, 8, 2, global) clusters. Swin-T: mmdet's Swin-T Mask R-CNN "
-                  'backbone (drop path 0.2).', '',
+                  'backbone (drop path 0.2). Stage-1 tokens / group: the tokens that attend '
+                  'together at stride 4 (a SEC cluster, a Swin window).', '',
                   markdown_table(results['dense'], DENSE_COLUMNS), '']
     if results.get('compile'):
         parts += ['### torch.compile (inductor) against eager', '',

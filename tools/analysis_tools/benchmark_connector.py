@@ -19,7 +19,8 @@ measures in this process instead: quicker, less exact).
 
 The table is printed; ``--out FILE`` also writes it into this tool's section of FILE::
 
-    python tools/analysis_tools/benchmark_connector.py --sizes tiny medium --out benchmarks/results.md
+    python tools/analysis_tools/benchmark_connector.py --sizes tiny medium \
+        --out benchmarks/results.md
 
 On a CPU that other jobs share, ``--threads 1`` gives far steadier numbers (two threads that
 wait for each other lose whenever one of them is descheduled).

@@ -1,35 +1,31 @@
-"""SEC attention against the paper's appendix code, what clustering costs, and the two cluster
-modes as the input grows.
+"""SEC attention against the paper's appendix code, and what clustering costs.
 
-Tables (``--sections``, default ``abd``):
+Tables (``--sections``, default ``ab``):
 
 (a) the SEC attention layer against the appendix-code baseline
     (``benchmarks/sec_appendix_baseline.py``) at SECViT-T's four stage shapes for a 224x224
     input at batch 16 and at stage 1 of an 800x1344 input at batch 2, forward and
     forward+backward, with the relative error of the outputs and of the input gradients;
 (b) the cost of clustering: the layer against the same layer fed already-sorted tokens
-    (``sec_attention`` replaced by attention in contiguous clusters of the given order);
-(d) stage 1 of SECViT-T in ``cluster_size`` mode against ``num_clusters`` mode for inputs
-    from 512x512 to 1600x1600 (time and peak memory).
+    (``sec_attention`` replaced by attention in contiguous clusters of the given order).
 
-Whole models (SECViT against Swin-T) are measured by ``benchmark.py``. Timing and memory come
-from ``benchmarks/harness.py`` (warm-up, candidates in turns, medians, peak memory beyond what
-was held before). The header gives every table's user and kernel CPU time and minor page
-faults: on CPU, kernel time is mostly large tensors faulted in again after the allocator
-returned their memory to the OS (``--keep-freed-memory`` stops that). Tables are printed;
-``--out FILE`` also writes them into this tool's section of FILE.
+Whole models, and the two cluster modes as the input grows, are ``benchmark.py``'s. Timing
+comes from ``benchmarks/harness.py`` (warm-up, candidates in turns, medians). The header gives
+every table's user and kernel CPU time and minor page faults: on CPU, kernel time is mostly
+large tensors faulted in again after the allocator returned their memory to the OS
+(``--keep-freed-memory`` stops that). Tables are printed; ``--out FILE`` also writes them into
+this tool's section of FILE.
 
 Examples::
 
     python tools/analysis_tools/benchmark_sec.py --threads 2       # everything, CPU
-    python tools/analysis_tools/benchmark_sec.py --sections ab     # layer tables only
+    python tools/analysis_tools/benchmark_sec.py --sections a      # the layer table only
     python tools/analysis_tools/benchmark_sec.py --quick           # smoke run on tiny shapes
     python tools/analysis_tools/benchmark_sec.py --device cuda --out benchmarks/results.md
 """
 import argparse
 import copy
 import importlib.util
-import math
 import os
 import resource
 import sys
@@ -42,8 +38,8 @@ if str(ROOT) not in sys.path:
 SECTION = 'benchmark_sec'
 
 from benchmarks.harness import (add_output_arguments, environment_lines,  # noqa: E402
-                                markdown_table, peak_memory_mib, print_row, relative_error,
-                                time_in_turns, write_section)
+                                markdown_table, print_row, relative_error, time_in_turns,
+                                write_section)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -52,8 +48,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--device', default='cpu', help='cpu, cuda or cuda:N')
     parser.add_argument('--repeats', type=int, default=7, help='timed runs per measurement')
     parser.add_argument('--warmup', type=int, default=2, help='untimed runs first')
-    parser.add_argument('--sections', default='abd',
-                        help='which tables to run, any of "abd" (default all)')
+    parser.add_argument('--sections', default='ab',
+                        help='which tables to run, any of "ab" (default both)')
     parser.add_argument('--keep-freed-memory', action='store_true',
                         help='CPU: glibc keeps freed memory instead of returning blocks over '
                         '32 MB to the OS (whose reuse then page-faults); shows the cost '
@@ -63,8 +59,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     add_output_arguments(parser, threads_default=len(os.sched_getaffinity(0)))
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    if set(args.sections) - set('abd') or not args.sections:
-        parser.error(f'--sections takes letters from "abd", got {args.sections!r}')
+    if set(args.sections) - set('ab') or not args.sections:
+        parser.error(f'--sections takes letters from "ab", got {args.sections!r}')
     if args.quick:
         args.repeats, args.warmup = min(args.repeats, 3), min(args.warmup, 1)
     return args
@@ -76,9 +72,8 @@ if __name__ == '__main__':
 import torch  # noqa: E402
 
 import sec_mm  # noqa: E402,F401  (registers the models)
-from sec_mm.models.backbones.secvit import SECViTStage  # noqa: E402
 from sec_mm.models.layers import LayerNorm2d, SECAttention  # noqa: E402
-from sec_mm.ops import cluster_attention, resolve_num_clusters, sec_attention  # noqa: E402
+from sec_mm.ops import cluster_attention, sec_attention  # noqa: E402
 
 END_MARKER = '<!-- benchmark_sec: end -->'
 
@@ -330,50 +325,6 @@ def bench_clustering(args, device: torch.device) -> List[dict]:
 
 # --------------------------------------------------------------------------------------------
 # --------------------------------------------------------------------------------------------
-# (d): cluster_size against num_clusters as the input grows
-# --------------------------------------------------------------------------------------------
-def bench_cluster_modes(args, device: torch.device) -> List[dict]:
-    """Table (d): SECViT-T stage 1 (2 blocks and the downsample) in both cluster modes."""
-    sizes = [64, 100, 128, 160, 200] if args.quick else [512, 800, 1024, 1280, 1600]
-    reference = sizes[1]
-    channels, heads, clusters = SECVIT_T_STAGES[0]
-    stages = {}
-    for mode, setting in (('num_clusters', dict(num_clusters=clusters)),
-                          ('cluster_size', dict(cluster_size=98))):
-        torch.manual_seed(0)
-        stages[mode] = SECViTStage(channels, 2, heads, out_channels=128,
-                                   drop_path_rates=[0., 0.], norm_cfg=dict(type='BN'),
-                                   **setting).to(device).eval()
-    stages['cluster_size'].load_state_dict(stages['num_clusters'].state_dict())
-    rows = []
-    for size in sizes:
-        x = torch.randn(1, channels, size // 4, size // 4, device=device)
-        fns = {mode: (lambda stage=stage: stage(x)) for mode, stage in stages.items()}
-        repeats = fewer_repeats(args)
-        with torch.no_grad():
-            times = time_interleaved(fns, device, repeats, min(args.warmup, 1))
-            memory = {mode: peak_memory_mib(fn, device) for mode, fn in fns.items()}
-        tokens = (size // 4)**2
-        row = dict(size=f'{size}x{size}', tokens=tokens)
-        for mode in stages:
-            count = resolve_num_clusters(tokens, **(dict(num_clusters=clusters)
-                                                    if mode == 'num_clusters' else
-                                                    dict(cluster_size=98)))
-            row[f'{mode}_tokens_per_cluster'] = math.ceil(tokens / count)
-            row[f'{mode}_ms'] = times[mode] * 1e3
-            row[f'{mode}_peak_mib'] = memory[mode]
-        rows.append(row)
-        print(f"  {row['size']}: " + ', '.join(
-            f"{mode} {row[f'{mode}_ms']:.0f} ms, {row[f'{mode}_peak_mib']:.0f} MiB"
-            for mode in stages), flush=True)
-    reference_row = next(row for row in rows if row['size'] == f'{reference}x{reference}')
-    for row in rows:
-        for mode in stages:
-            row[f'{mode}_time_ratio'] = row[f'{mode}_ms'] / reference_row[f'{mode}_ms']
-    return rows
-
-
-# --------------------------------------------------------------------------------------------
 # Tables
 # --------------------------------------------------------------------------------------------
 TABLE_A = [('shape', 'shape', '{}'), ('tensor', 'B x C x H x W', '{}'), ('heads', 'heads', '{}'),
@@ -397,16 +348,6 @@ TABLE_B = [('shape', 'shape', '{}'), ('clusters', 'clusters', '{}'),
            ('layer_fwdbwd_ms', 'layer fwd+bwd ms', '{:.1f}'),
            ('presorted_fwdbwd_ms', 'presorted fwd+bwd ms', '{:.1f}'),
            ('overhead_fwdbwd_pct', 'clustering share fwd+bwd', '{:.1f}%')]
-TABLE_D = [('size', 'input', '{}'), ('tokens', 'stage-1 tokens', '{}'),
-           ('num_clusters_tokens_per_cluster', 'num_clusters=32: tokens/cluster', '{}'),
-           ('num_clusters_ms', 'num_clusters ms', '{:.0f}'),
-           ('num_clusters_time_ratio', 'num_clusters time / 800', '{:.2f}'),
-           ('num_clusters_peak_mib', 'num_clusters peak MiB', '{:.0f}'),
-           ('cluster_size_tokens_per_cluster', 'cluster_size=98: tokens/cluster', '{}'),
-           ('cluster_size_ms', 'cluster_size ms', '{:.0f}'),
-           ('cluster_size_time_ratio', 'cluster_size time / 800', '{:.2f}'),
-           ('cluster_size_peak_mib', 'cluster_size peak MiB', '{:.0f}')]
-
 
 def speedup_summary(layer_rows: List[dict], kind: str) -> str:
     """Per-stage speed-ups, each with the bound the shared convolutions allow."""
@@ -439,12 +380,6 @@ def targets(results: dict) -> List[dict]:
             value=f"{stage1['overhead_fwd_pct']:.1f}% fwd, "
                   f"{stage1['overhead_fwdbwd_pct']:.1f}% fwd+bwd",
             met=max(stage1['overhead_fwd_pct'], stage1['overhead_fwdbwd_pct']) <= 15))
-    if results.get('d') and len(results['d']) >= 5:
-        ratio = results['d'][-1]['cluster_size_time_ratio']
-        checks.append(dict(
-            target=f"cluster_size stage-1 time {results['d'][-1]['size']} / "
-                   f"{results['d'][1]['size']} <= 4.6",
-            value=f'{ratio:.2f}', met=ratio <= 4.6))
     return checks
 
 
@@ -488,11 +423,6 @@ def render(results: dict, args, device: torch.device) -> str:
          '`cluster_attention` (attention inside contiguous clusters of tokens already in '
          'cluster order), both on q, k, v of the layer\'s shape and layout; "presorted" is the '
          "layer's time minus that cost.", TABLE_B),
-        ('d', '### (d) cluster_size vs. num_clusters as the input grows (SECViT-T stage 1)',
-         'Stage 1 (two blocks and the downsample, 64 channels, 2 heads) at batch 1, '
-         'inference, with `num_clusters=32` (the papers) or `cluster_size=98` (the papers\' '
-         'cluster size at 224x224). Time ratios are relative to the 800x800 row (area ratio '
-         '4 at 1600x1600).', TABLE_D),
     ]
     for key, title, text, columns in sections:
         if results.get(key):
@@ -527,7 +457,6 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         'a': ('(a) SEC attention layer vs. appendix code',
               lambda: bench_layers(args, device, load_baseline())),
         'b': ('(b) clustering overhead', lambda: bench_clustering(args, device)),
-        'd': ('(d) cluster_size vs num_clusters', lambda: bench_cluster_modes(args, device)),
     }
     results = {'cpu': {}}
     for key, (title, bench) in benches.items():
