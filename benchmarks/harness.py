@@ -144,8 +144,8 @@ def environment_lines(device, tool: str, argv: Sequence[str]) -> List[str]:
     return [f'- device: {where}',
             f'- torch {torch.__version__}, Python {platform.python_version()}, '
             f'{torch.get_num_threads()} CPU threads',
-            f'- load average (1 min) at the end: {os.getloadavg()[0]:.2f} (other processes '
-            'slow a CPU run)',
+            f'- load average (1 min): {os.getloadavg()[0]:.2f} (other processes slow a CPU '
+            'run)',
             f'- date: {datetime.datetime.now().isoformat(timespec="minutes")}; command: `'
             + shlex.join(['python', tool, *argv]) + '`']
 

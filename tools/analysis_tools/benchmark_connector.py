@@ -40,7 +40,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 SECTION = 'sec_connector'
 
-from benchmarks.harness import add_output_arguments, time_in_turns, write_section  # noqa: E402
+from benchmarks.harness import (add_output_arguments, markdown_table,  # noqa: E402
+                                time_in_turns, write_section)
 
 IMAGE_SIZE, PATCH_SIZE = 336, 14  # LLaVA-1.5: 576 patch tokens
 NUM_PATCHES = (IMAGE_SIZE // PATCH_SIZE)**2
@@ -235,25 +236,25 @@ def benchmark_size(size: str, args) -> List[Dict[str, float]]:
     return rows
 
 
-def format_table(rows: List[Dict[str, float]], args) -> str:
+COLUMNS = [('model', 'model (LLM hidden / layers)', '{}'), ('g', 'image tokens G', '{}'),
+           ('llm_tokens', 'LLM tokens', '{}'), ('vision_ms', 'vision ms', '{:.1f}'),
+           ('connector_ms', 'connector ms', '{:.1f}'), ('prefill_ms', 'LLM prefill ms', '{:.1f}'),
+           ('total_ms', 'total ms', '{:.1f}'), ('prefill_up', 'prefill speed-up', '{:.2f}x'),
+           ('total_up', 'total speed-up', '{:.2f}x'), ('peak_mib', 'peak extra MiB', '{:.0f}')]
+
+
+def format_table(rows: List[Dict[str, float]]) -> str:
+    """The rows with their speed-ups over the stock MLP projector (G = 576) of their size."""
     baseline = {r['size']: r for r in rows if r['num_tokens'] == NUM_PATCHES}
-    lines = [
-        '| model (LLM hidden / layers) | image tokens G | LLM tokens | vision ms | connector ms '
-        '| LLM prefill ms | total ms | prefill speed-up | total speed-up | peak extra MiB |',
-        '|---|---|---|---|---|---|---|---|---|---|',
-    ]
+    cells = []
     for r in rows:
         base = baseline.get(r['size'])
-        prefill_up = f"{base['prefill_ms'] / r['prefill_ms']:.2f}x" if base else '-'
-        total_up = f"{base['total_ms'] / r['total_ms']:.2f}x" if base else '-'
-        connector = 'MLP' if r['num_tokens'] == NUM_PATCHES else 'SEC'
-        peak = '-' if r['peak_mib'] is None else f"{r['peak_mib']:.0f}"
-        lines.append(
-            f"| {r['size']} ({r['hidden_size']} / {r['num_layers']}) | {r['num_tokens']} "
-            f"({connector}) | {r['llm_tokens']} | {r['vision_ms']:.1f} | "
-            f"{r['connector_ms']:.1f} | {r['prefill_ms']:.1f} | {r['total_ms']:.1f} | "
-            f'{prefill_up} | {total_up} | {peak} |')
-    return '\n'.join(lines)
+        cells.append(dict(
+            r, model=f"{r['size']} ({r['hidden_size']} / {r['num_layers']})",
+            g=f"{r['num_tokens']} ({'MLP' if r['num_tokens'] == NUM_PATCHES else 'SEC'})",
+            prefill_up=base and base['prefill_ms'] / r['prefill_ms'],
+            total_up=base and base['total_ms'] / r['total_ms']))
+    return markdown_table(cells, COLUMNS)
 
 
 def acceptance(rows: List[Dict[str, float]], prompt_length: int) -> List[str]:
@@ -308,7 +309,7 @@ def main(argv=None) -> str:
         '"total" is the whole forward that generation starts with (vision + connector + '
         'prefill). "peak extra MiB": extra memory at the peak of one total forward.',
         '',
-        format_table(rows, args),
+        format_table(rows),
         '',
         *acceptance(rows, args.prompt_length),
         '',
