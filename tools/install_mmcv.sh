@@ -9,7 +9,7 @@
 #   - else compiles the source: no build isolation (mmcv's setup.py needs the installed torch),
 #     setuptools < 81 (it imports pkg_resources), C++20 for torch >= 2.14 headers (mmcv's
 #     setup.py hard-codes C++17), CUDA ops with FORCE_CUDA=1 when a GPU and nvcc are there;
-#     about 25 minutes on 2 cores for the CPU ops; the wheel is then cached;
+#     about 35 minutes on 2 cores for the CPU ops; the wheel is then cached;
 # and checks mmcv.ops (nms, RoIAlign; on the GPU too when built with CUDA). It changes neither
 # torch nor numpy; it installs setuptools < 81 when needed (mmengine imports pkg_resources
 # at run time too) and mmcv's own small dependencies.
@@ -137,7 +137,7 @@ if [ -n "$wheel" ]; then
 fi
 
 # Compile from the source.
-log "compiling mmcv $MMCV_VERSION for $key (CUDA ops: $with_cuda; about 25 minutes on 2 cores for the CPU ops)"
+log "compiling mmcv $MMCV_VERSION for $key (CUDA ops: $with_cuda; about 35 minutes on 2 cores for the CPU ops)"
 pip_ download --no-deps --no-binary :all: --no-build-isolation -d "$work" "mmcv==$MMCV_VERSION" >&2
 tar -xzf "$work/mmcv-$MMCV_VERSION.tar.gz" -C "$work"
 src=$work/mmcv-$MMCV_VERSION

@@ -48,7 +48,7 @@ def test_fresh_environment_readme_route(tmp_path, toy_data_root):
     wheel = sorted(PREBUILT.glob('mmcv-2.1.0-cp311-*.whl'))
     if sys.version_info[:2] != (3, 11) or not wheel:
         pytest.skip(f'needs Python 3.11 and the prebuilt mmcv wheel in {PREBUILT} (a cold '
-                    'mmcv build takes about 25 minutes)')
+                    'mmcv build takes about 35 minutes)')
     env_dir = tmp_path / 'env'
     try:
         venv.EnvBuilder(with_pip=True).create(env_dir)
