@@ -46,7 +46,7 @@ def test_tiny_run_writes_the_table(bench, tmp_path, monkeypatch):
                  num_attention_heads=2)))
     output = tmp_path / 'results.md'
     bench.main(['--sizes', 'micro', '--tokens', '576', '144', '--repeats', '1', '--warmup', '0',
-                '--prompt-length', '8', '--in-process', '--output', str(output)])
+                '--prompt-length', '8', '--output', str(output)])
     text = output.read_text()
     rows = [line for line in text.splitlines() if line.startswith('| micro')]
     assert len(rows) == 2

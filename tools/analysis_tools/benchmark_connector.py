@@ -12,10 +12,8 @@ patch 14, i.e. 576 patch tokens, and a random LLaMA from a ``transformers`` conf
 
 A size's models are built first and timed in turns by ``benchmarks/harness.py`` (every repeat
 runs every call of every G once), so the load of a shared machine hits all rows alike; times
-are medians. Peak memory is the extra memory of one ``total`` forward: on CUDA
-``max_memory_allocated``; on CPU the rise of the peak resident size (``VmHWM``), measured in a
-fresh process per row whose freed tensors go straight back to the system (``--in-process``
-measures in this process instead: quicker, less exact).
+are medians. Peak memory is the extra memory allocated at the peak of one ``total`` forward
+(harness: the CUDA allocator's peak, or the CPU allocator's events).
 
 The table is printed; ``--out FILE`` also writes it into this tool's section of FILE::
 
@@ -27,13 +25,10 @@ wait for each other lose whenever one of them is descheduled).
 """
 import argparse
 import datetime
-import json
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -41,7 +36,7 @@ if str(ROOT) not in sys.path:
 SECTION = 'sec_connector'
 
 from benchmarks.harness import (add_output_arguments, markdown_table,  # noqa: E402
-                                time_in_turns, write_section)
+                                peak_memory_mib, time_in_turns, write_section)
 
 IMAGE_SIZE, PATCH_SIZE = 336, 14  # LLaVA-1.5: 576 patch tokens
 NUM_PATCHES = (IMAGE_SIZE // PATCH_SIZE)**2
@@ -71,10 +66,6 @@ def parse_args(argv=None):
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--device', default='cpu')
     add_output_arguments(parser)
-    parser.add_argument('--in-process', action='store_true',
-                        help='measure CPU memory in this process too (faster, less exact)')
-    parser.add_argument('--memory-worker', nargs=2, metavar=('SIZE', 'G'),
-                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     bad = [g for g in args.tokens if not 1 <= g <= NUM_PATCHES]
     if bad:
@@ -170,56 +161,6 @@ def time_workloads(workloads: List[Workload], args) -> None:
         workloads[i].row[f'{name}_ms'] = timing.median * 1e3
 
 
-def _proc_status_kib(field: str) -> int:
-    with open('/proc/self/status') as status:
-        for line in status:
-            if line.startswith(field + ':'):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
-def peak_extra_memory_mib(fn: Callable[[], object], device: str) -> Optional[float]:
-    """Extra memory at the peak of one call of ``fn``, in MiB (None if not measurable).
-
-    CUDA: ``max_memory_allocated``. CPU: the rise of the peak resident size (``VmHWM``, reset
-    through ``/proc/self/clear_refs``); exact only when freed tensors go back to the system
-    at once, which :func:`measure_memory_isolated` arranges.
-    """
-    with torch.no_grad():
-        if device.startswith('cuda'):
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            before = torch.cuda.memory_allocated()
-            fn()
-            torch.cuda.synchronize()
-            return (torch.cuda.max_memory_allocated() - before) / 2**20
-        try:
-            with open('/proc/self/clear_refs', 'w') as refs:
-                refs.write('5')  # reset VmHWM to the current resident size
-            before = _proc_status_kib('VmRSS')
-            fn()
-            return (_proc_status_kib('VmHWM') - before) / 1024
-        except (OSError, KeyError):  # not Linux, or /proc not writable
-            return None
-
-
-def measure_memory_isolated(size: str, num_tokens: int, args) -> Optional[float]:
-    """Peak extra memory of one ``total`` forward, in a fresh Python process.
-
-    glibc keeps freed memory for reuse, so a process that ran other models (or the same one)
-    before shows too little. The worker sets a fixed mmap threshold: every tensor buffer
-    above 64 KiB is its own mapping, returned to the system when freed.
-    """
-    command = [sys.executable, __file__, '--memory-worker', size, str(num_tokens),
-               '--device', args.device, '--batch-size', str(args.batch_size),
-               '--prompt-length', str(args.prompt_length)]
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536')
-    run = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
-    if run.returncode != 0:
-        raise RuntimeError(f'memory worker {size} G={num_tokens} failed:\n{run.stderr}')
-    return json.loads(run.stdout.strip().splitlines()[-1])
-
-
 def benchmark_size(size: str, args) -> List[Dict[str, float]]:
     """All rows of one model size."""
     with tempfile.TemporaryDirectory() as folder:
@@ -228,11 +169,8 @@ def benchmark_size(size: str, args) -> List[Dict[str, float]]:
     time_workloads(workloads, args)
     rows = [w.row for w in workloads]
     for workload in workloads:
-        row = workload.row
-        if args.device.startswith('cuda') or args.in_process:
-            row['peak_mib'] = peak_extra_memory_mib(workload.calls['total'], args.device)
-        else:
-            row['peak_mib'] = measure_memory_isolated(size, row['num_tokens'], args)
+        with torch.no_grad():
+            workload.row['peak_mib'] = peak_memory_mib(workload.calls['total'], args.device)
     return rows
 
 
@@ -277,20 +215,12 @@ def main(argv=None) -> str:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.memory_worker:
-        size, num_tokens = args.memory_worker[0], int(args.memory_worker[1])
-        with tempfile.TemporaryDirectory() as folder:
-            write_local_llm(folder, SIZES[size]['llm'])
-            workload = Workload(size, num_tokens, folder, args)
-        print(json.dumps(peak_extra_memory_mib(workload.calls['total'], args.device)))
-        return ''
-
     rows = []
     for size in args.sizes:
         for row in benchmark_size(size, args):
             rows.append(row)
             print(f"{size} G={row['num_tokens']}: prefill {row['prefill_ms']:.1f} ms, "
-                  f"total {row['total_ms']:.1f} ms, peak {row['peak_mib']} MiB",
+                  f"total {row['total_ms']:.1f} ms, peak {row['peak_mib']:.0f} MiB",
                   file=sys.stderr)
 
     command = ' '.join(['python', 'tools/analysis_tools/benchmark_connector.py'] +
