@@ -17,6 +17,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.harness import time_in_turns  # noqa: E402
+
 WORKER = r'''
 import sys, time, torch
 torch.set_num_threads(int(sys.argv[1]))
@@ -61,12 +64,10 @@ def main():
     args = parser.parse_args()
     workers = {'base': start_worker(args.base, args.threads, args.batch),
                'new': start_worker(args.new, args.threads, args.batch)}
-    times = {name: [] for name in workers}
-    for repeat in range(args.warmup + args.repeats):
-        for name in (['base', 'new'] if repeat % 2 == 0 else ['new', 'base']):
-            seconds = step(workers[name])
-            if repeat >= args.warmup:
-                times[name].append(seconds)
+    # Steps in turns, the first alternating (harness); a step is one worker's forward+backward.
+    timings = time_in_turns({name: (lambda w=w: step(w)) for name, w in workers.items()},
+                            'cpu', args.repeats, args.warmup)
+    times = {name: timing.runs for name, timing in timings.items()}
     for worker in workers.values():
         worker.stdin.close()
         worker.wait()

@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Callable, Dict
 
@@ -31,6 +30,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import sec_mm  # noqa: E402,F401  (registers the models)
+from benchmarks.harness import time_in_turns  # noqa: E402
 from sec_mm.models.backbones.secvit import SECViT  # noqa: E402
 from sec_mm.models.layers import RotaryEmbedding2d  # noqa: E402
 from sec_mm.ops import dispatch  # noqa: E402
@@ -43,18 +43,9 @@ HEAD_DIMS = 32
 
 def time_interleaved(candidates: Dict[str, Callable[[], object]], repeats: int,
                      warmup: int) -> Dict[str, list]:
-    """Seconds of every run of every candidate; orders alternate between repeats."""
-    names = list(candidates)
-    for _ in range(warmup):
-        for name in names:
-            candidates[name]()
-    times = {name: [] for name in names}
-    for repeat in range(repeats):
-        for name in (names if repeat % 2 == 0 else names[::-1]):
-            start = time.perf_counter()
-            candidates[name]()
-            times[name].append(time.perf_counter() - start)
-    return times
+    """Seconds of every run of every candidate, in turns (``benchmarks/harness.py``)."""
+    return {name: timing.runs
+            for name, timing in time_in_turns(candidates, 'cpu', repeats, warmup).items()}
 
 
 def kernel_vs_plain(name: str, run: Callable[[], object], repeats: int, warmup: int) -> dict:

@@ -1,5 +1,6 @@
 """tools/analysis_tools/benchmark.py: a tiny CPU run through the command line, its table and
-its section of the results file; the section update and bad arguments."""
+its section of the results file; the section update (benchmarks/harness.py) and bad
+arguments."""
 import subprocess
 import sys
 from pathlib import Path
@@ -7,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 from tool_helpers import load_tool
+
+from benchmarks import harness
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / 'tools' / 'analysis_tools' / 'benchmark.py'
@@ -49,16 +52,18 @@ def test_cpu_run_writes_table(tmp_path):
     text = out.read_text()
     assert text.startswith('# Benchmarks') and other in text  # other sections are kept
     key = f'{cpu_model_name()}, float32, NCHW'
-    begin = text.index(f'<!-- benchmark.py [{key}]: begin')
-    section = text[begin:text.index(f'<!-- benchmark.py [{key}]: end -->')]
+    begin = text.index(harness.begin_marker(f'benchmark.py [{key}]'))
+    section = text[begin:text.index(harness.end_marker(f'benchmark.py [{key}]'))]
+    section = section.split('\n', 1)[1].strip()
     assert section in result.stdout  # the printed table is the written one
     assert f'- device: CPU: {cpu_model_name()}' in section
     assert f'- torch {torch.__version__}, Python' in section and '1 CPU threads' in section
     assert '- dtype: float32; memory format: NCHW' in section
     assert 'median of 1 iterations after 1 warm-up' in section
     assert "CPU allocator's events" in section
-    # --batch and --dense-shapes were given: the CPU-defaults note is not there.
     assert 'CPU defaults' not in section
+    # The profiler's start/stop lines do not leak into the output.
+    assert 'profiler_start' not in result.stderr + result.stdout
 
     classifiers = table_rows(section, 'model')
     assert [row['model'] for row in classifiers] == ['SECViT-T', 'SECViT-S', 'Swin-T']
@@ -70,31 +75,32 @@ def test_cpu_run_writes_table(tmp_path):
         assert number(row['peak MiB']) > 0
         assert number(row['speed vs Swin-T']) == pytest.approx(
             number(by_name['Swin-T']['ms / batch']) / ms, abs=0.01)
+        assert number(row['train step ms']) > 0 and number(row['train peak MiB']) > 0
+        assert number(row['train speed vs Swin-T']) == pytest.approx(
+            number(by_name['Swin-T']['train step ms']) / number(row['train step ms']), rel=0.05)
     assert 13 < number(by_name['SECViT-T']['params (M)']) < 17  # the 15M-parameter SECViT-T
     assert 27 < number(by_name['Swin-T']['params (M)']) < 30
 
     dense = table_rows(section, 'input')
     assert [(row['input'], row['backbone']) for row in dense] == [
-        ('1x3x224x256', 'SECViT-T'), ('1x3x224x256', 'Swin-T')]
+        ('1x3x224x256', 'SECViT-T'), ('1x3x224x256', 'SECViT-T cluster_size=98'),
+        ('1x3x224x256', 'Swin-T')]
     for row in dense:
         assert number(row['fwd+bwd ms']) > 0 and number(row['peak MiB']) > 0
-    assert number(dense[1]['speed vs Swin-T']) == number(dense[1]['memory vs Swin-T']) == 1.0
-    assert number(dense[0]['memory vs Swin-T']) == pytest.approx(
-        number(dense[1]['peak MiB']) / number(dense[0]['peak MiB']), rel=0.05)
+    # Stage 1 of 224x256 has 56x64 = 3584 tokens: 32 clusters of 112, 37 of at most 97
+    # (cluster_size=98), or Swin's 7x7 windows.
+    assert [int(row['stage-1 tokens / group']) for row in dense] == [112, 97, 49]
+    assert number(dense[2]['speed vs Swin-T']) == number(dense[2]['memory / Swin-T']) == 1.0
+    # memory / Swin-T: the model's peak over Swin-T's.
+    assert number(dense[0]['memory / Swin-T']) == pytest.approx(
+        number(dense[0]['peak MiB']) / number(dense[2]['peak MiB']), rel=0.05)
 
 
 def test_section_is_replaced_and_others_kept(tmp_path):
-    tool = load_tool('analysis_tools/benchmark.py')
     out = tmp_path / 'results.md'
-    tool.write_section(out, 'GPU X, autocast float16, NCHW',
-                       tool.begin_marker('GPU X, autocast float16, NCHW') + '\nfp16 old\n' +
-                       tool.end_marker('GPU X, autocast float16, NCHW'))
-    tool.write_section(out, 'GPU X, autocast bfloat16, NCHW',
-                       tool.begin_marker('GPU X, autocast bfloat16, NCHW') + '\nbf16\n' +
-                       tool.end_marker('GPU X, autocast bfloat16, NCHW'))
-    tool.write_section(out, 'GPU X, autocast float16, NCHW',
-                       tool.begin_marker('GPU X, autocast float16, NCHW') + '\nfp16 new\n' +
-                       tool.end_marker('GPU X, autocast float16, NCHW'))
+    harness.write_section(out, 'benchmark.py [GPU X, autocast float16, NCHW]', 'fp16 old')
+    harness.write_section(out, 'benchmark.py [GPU X, autocast bfloat16, NCHW]', 'bf16')
+    harness.write_section(out, 'benchmark.py [GPU X, autocast float16, NCHW]', 'fp16 new')
     text = out.read_text()
     assert text.startswith('# Benchmarks')
     assert 'fp16 old' not in text and text.index('fp16 new') < text.index('bf16')
@@ -118,12 +124,15 @@ def test_bad_arguments(argv, message, capsys):
 def test_defaults_follow_the_device():
     tool = load_tool('analysis_tools/benchmark.py')
     cpu = tool.parse_args(['--device', 'cpu'])
-    assert (cpu.batch, cpu.dense_shapes, cpu.warmup, cpu.iters) == (
-        4, [(1, 512, 512), (1, 320, 544)], 1, 5)
-    assert cpu.cpu_defaults and cpu.amp is None and not cpu.channels_last
+    # The dense shapes of detection and segmentation, on every device.
+    dense = [(2, 512, 512), (1, 800, 1344), (1, 1024, 1024)]
+    assert (cpu.batch, cpu.dense_shapes, cpu.warmup, cpu.iters) == (4, dense, 1, 5)
+    assert cpu.amp is None and not cpu.channels_last
+    assert cpu.out is None  # a plain run writes no file (benchmarks/results.md stays clean)
+    assert cpu.tables == ['classifiers', 'dense']
     if torch.cuda.is_available():
         cuda = tool.parse_args(['--device', 'cuda', '--amp', 'bf16'])
-        assert (cuda.batch, cuda.dense_shapes) == (64, [(2, 800, 1344), (2, 512, 512)])
+        assert (cuda.batch, cuda.dense_shapes) == (64, dense)
     else:
         with pytest.raises(SystemExit):
             tool.parse_args(['--device', 'cuda'])

@@ -3,6 +3,8 @@ from pathlib import Path
 import pytest
 from tool_helpers import load_tool
 
+from benchmarks import harness
+
 TOOL = Path(__file__).resolve().parents[2] / 'tools' / 'analysis_tools' / 'benchmark_connector.py'
 
 
@@ -13,14 +15,15 @@ def bench():
 
 def test_section_is_replaced_and_other_sections_kept(bench, tmp_path):
     results = tmp_path / 'benchmarks' / 'results.md'
-    bench.write_section(results, 'first table')
+    harness.write_section(results, bench.SECTION, 'first table')
     assert results.read_text().startswith('# Benchmarks\n')
     # Another engineer's sections, before and after ours.
     results.write_text('# Benchmarks\n\n## SECViT throughput\nkeep me\n\n' +
                        results.read_text().split('\n', 2)[2] + '\n## Later section\nme too\n')
-    bench.write_section(results, 'second table')
+    harness.write_section(results, bench.SECTION, 'second table')
     text = results.read_text()
-    assert text.count(bench.SECTION_BEGIN) == 1 and text.count(bench.SECTION_END) == 1
+    assert text.count(harness.begin_marker(bench.SECTION)) == 1
+    assert text.count(harness.end_marker(bench.SECTION)) == 1
     assert 'second table' in text and 'first table' not in text
     assert 'keep me' in text and 'me too' in text
     assert text.index('keep me') < text.index('second table') < text.index('me too')
@@ -43,7 +46,7 @@ def test_tiny_run_writes_the_table(bench, tmp_path, monkeypatch):
                  num_attention_heads=2)))
     output = tmp_path / 'results.md'
     bench.main(['--sizes', 'micro', '--tokens', '576', '144', '--repeats', '1', '--warmup', '0',
-                '--prompt-length', '8', '--in-process', '--output', str(output)])
+                '--prompt-length', '8', '--output', str(output)])
     text = output.read_text()
     rows = [line for line in text.splitlines() if line.startswith('| micro')]
     assert len(rows) == 2

@@ -1,12 +1,15 @@
 """tools/misc/learning_proof.py: reading mmengine's scalar logs and drawing the curves."""
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from tool_helpers import load_tool
 
 proof = load_tool('misc/learning_proof.py')
+TOOL = Path(__file__).resolve().parents[2] / 'tools' / 'misc' / 'learning_proof.py'
 
 
 def write_scalars(run_dir: Path, records) -> None:
@@ -62,3 +65,14 @@ def test_plot_only_redraws_and_rewrites_the_result(tmp_path, capsys):
     assert result['final']['mIoU'] == pytest.approx(.64) and result['reached'] is True
     assert (out_dir / 'learning_proof_seg.png').stat().st_size > 10_000
     assert '| seg | 100 | 12.5 |' in capsys.readouterr().out
+
+
+def test_plot_only_without_an_earlier_run_names_what_to_run(tmp_path):
+    # A fresh clone: neither the training log nor the timing file exists.
+    result = subprocess.run(
+        [sys.executable, str(TOOL), 'det', '--plot-only', '--work-dir', str(tmp_path / 'work'),
+         '--out-dir', str(tmp_path / 'docs')], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and 'Traceback' not in result.stderr
+    assert f'{tmp_path}/work/det/*/vis_data/scalars.json' in result.stderr
+    assert f'{tmp_path}/docs/learning_proof_det.json' in result.stderr
+    assert f'`python tools/misc/learning_proof.py det --work-dir {tmp_path}/work' in result.stderr

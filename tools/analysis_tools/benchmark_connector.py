@@ -10,38 +10,34 @@ patch 14, i.e. 576 patch tokens, and a random LLaMA from a ``transformers`` conf
 - ``prefill``: the language model's first forward (with KV cache) on prompt + image tokens;
 - ``total``: the whole ``LlavaLlamaForCausalLM`` forward that generation starts with.
 
-A size's models are built first and timed round robin (every repeat runs every G once), so
-the load of a shared machine hits all rows alike; times are medians. Peak memory is the extra
-memory of one ``total`` forward: on CUDA ``max_memory_allocated``; on CPU the rise of the peak
-resident size (``VmHWM``), measured in a fresh process per row whose freed tensors go straight
-back to the system (``--in-process`` measures in this process instead: quicker, less exact).
+A size's models are built first and timed in turns by ``benchmarks/harness.py`` (every repeat
+runs every call of every G once), so the load of a shared machine hits all rows alike; times
+are medians. Peak memory is the extra memory allocated at the peak of one ``total`` forward
+(harness: the CUDA allocator's peak, or the CPU allocator's events).
 
-The table goes to stdout and into its own section of ``benchmarks/results.md`` (between
-``<!-- BEGIN sec_connector -->`` and ``<!-- END sec_connector -->``; the rest of the file is
-kept). Example::
+The table is printed; ``--out FILE`` also writes it into this tool's section of FILE::
 
-    python tools/analysis_tools/benchmark_connector.py --sizes tiny medium
+    python tools/analysis_tools/benchmark_connector.py --sizes tiny medium \
+        --out benchmarks/results.md
 
 On a CPU that other jobs share, ``--threads 1`` gives far steadier numbers (two threads that
 wait for each other lose whenever one of them is descheduled).
 """
 import argparse
 import datetime
-import json
-import os
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
-
-import torch
+from typing import Dict, List
 
 ROOT = Path(__file__).resolve().parents[2]
-SECTION_BEGIN = '<!-- BEGIN sec_connector -->'
-SECTION_END = '<!-- END sec_connector -->'
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+SECTION = 'sec_connector'
+
+from benchmarks.harness import (add_output_arguments, markdown_table,  # noqa: E402
+                                peak_memory_mib, time_in_turns, write_section)
+
 IMAGE_SIZE, PATCH_SIZE = 336, 14  # LLaVA-1.5: 576 patch tokens
 NUM_PATCHES = (IMAGE_SIZE // PATCH_SIZE)**2
 
@@ -57,6 +53,30 @@ SIZES = {
                  num_attention_heads=16)),
 }
 VOCAB_SIZE = 32000
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--sizes', nargs='+', default=['tiny', 'medium'], choices=list(SIZES))
+    parser.add_argument('--tokens', nargs='+', type=int, default=[576, 288, 144],
+                        help='image tokens G handed to the LLM (576 = stock MLP projector)')
+    parser.add_argument('--prompt-length', type=int, default=64, help='text tokens')
+    parser.add_argument('--batch-size', type=int, default=1)
+    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--warmup', type=int, default=1)
+    parser.add_argument('--device', default='cpu')
+    add_output_arguments(parser)
+    args = parser.parse_args(argv)
+    bad = [g for g in args.tokens if not 1 <= g <= NUM_PATCHES]
+    if bad:
+        parser.error(f'--tokens must be between 1 and {NUM_PATCHES} (the patch tokens), got {bad}')
+    return args
+
+
+if __name__ == '__main__':
+    parse_args()  # --help and bad arguments answer before the heavy imports below
+
+import torch  # noqa: E402
 
 
 def write_local_llm(folder: str, llm: dict) -> None:
@@ -131,81 +151,14 @@ class Workload:
             num_layers=SIZES[size]['llm']['num_hidden_layers'])
 
 
-def _synchronize(device: str) -> None:
-    if device.startswith('cuda'):
-        torch.cuda.synchronize()
-
-
 def time_workloads(workloads: List[Workload], args) -> None:
-    """Median wall time (ms) of every call of every workload, into ``workload.row``.
-
-    Round robin: each repeat runs every workload once, so load changes of a shared machine
-    hit all numbers of a size alike instead of one row.
-    """
-    times = {(id(w), name): [] for w in workloads for name in w.calls}
+    """Median wall time (ms) of every call of every workload, into ``workload.row``; all
+    calls of a size in turns (harness), so load changes hit all rows alike."""
+    steps = {(i, name): call for i, w in enumerate(workloads) for name, call in w.calls.items()}
     with torch.no_grad():
-        for repeat in range(args.warmup + args.repeats):
-            for workload in workloads:
-                for name, call in workload.calls.items():
-                    _synchronize(args.device)
-                    start = time.perf_counter()
-                    call()
-                    _synchronize(args.device)
-                    if repeat >= args.warmup:
-                        times[(id(workload), name)].append((time.perf_counter() - start) * 1e3)
-    for workload in workloads:
-        for name in workload.calls:
-            workload.row[f'{name}_ms'] = statistics.median(times[(id(workload), name)])
-
-
-def _proc_status_kib(field: str) -> int:
-    with open('/proc/self/status') as status:
-        for line in status:
-            if line.startswith(field + ':'):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
-def peak_extra_memory_mib(fn: Callable[[], object], device: str) -> Optional[float]:
-    """Extra memory at the peak of one call of ``fn``, in MiB (None if not measurable).
-
-    CUDA: ``max_memory_allocated``. CPU: the rise of the peak resident size (``VmHWM``, reset
-    through ``/proc/self/clear_refs``); exact only when freed tensors go back to the system
-    at once, which :func:`measure_memory_isolated` arranges.
-    """
-    with torch.no_grad():
-        if device.startswith('cuda'):
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            before = torch.cuda.memory_allocated()
-            fn()
-            torch.cuda.synchronize()
-            return (torch.cuda.max_memory_allocated() - before) / 2**20
-        try:
-            with open('/proc/self/clear_refs', 'w') as refs:
-                refs.write('5')  # reset VmHWM to the current resident size
-            before = _proc_status_kib('VmRSS')
-            fn()
-            return (_proc_status_kib('VmHWM') - before) / 1024
-        except (OSError, KeyError):  # not Linux, or /proc not writable
-            return None
-
-
-def measure_memory_isolated(size: str, num_tokens: int, args) -> Optional[float]:
-    """Peak extra memory of one ``total`` forward, in a fresh Python process.
-
-    glibc keeps freed memory for reuse, so a process that ran other models (or the same one)
-    before shows too little. The worker sets a fixed mmap threshold: every tensor buffer
-    above 64 KiB is its own mapping, returned to the system when freed.
-    """
-    command = [sys.executable, __file__, '--memory-worker', size, str(num_tokens),
-               '--device', args.device, '--batch-size', str(args.batch_size),
-               '--prompt-length', str(args.prompt_length)]
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536')
-    run = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
-    if run.returncode != 0:
-        raise RuntimeError(f'memory worker {size} G={num_tokens} failed:\n{run.stderr}')
-    return json.loads(run.stdout.strip().splitlines()[-1])
+        times = time_in_turns(steps, args.device, args.repeats, args.warmup)
+    for (i, name), timing in times.items():
+        workloads[i].row[f'{name}_ms'] = timing.median * 1e3
 
 
 def benchmark_size(size: str, args) -> List[Dict[str, float]]:
@@ -216,33 +169,30 @@ def benchmark_size(size: str, args) -> List[Dict[str, float]]:
     time_workloads(workloads, args)
     rows = [w.row for w in workloads]
     for workload in workloads:
-        row = workload.row
-        if args.device.startswith('cuda') or args.in_process:
-            row['peak_mib'] = peak_extra_memory_mib(workload.calls['total'], args.device)
-        else:
-            row['peak_mib'] = measure_memory_isolated(size, row['num_tokens'], args)
+        with torch.no_grad():
+            workload.row['peak_mib'] = peak_memory_mib(workload.calls['total'], args.device)
     return rows
 
 
-def format_table(rows: List[Dict[str, float]], args) -> str:
+COLUMNS = [('model', 'model (LLM hidden / layers)', '{}'), ('g', 'image tokens G', '{}'),
+           ('llm_tokens', 'LLM tokens', '{}'), ('vision_ms', 'vision ms', '{:.1f}'),
+           ('connector_ms', 'connector ms', '{:.1f}'), ('prefill_ms', 'LLM prefill ms', '{:.1f}'),
+           ('total_ms', 'total ms', '{:.1f}'), ('prefill_up', 'prefill speed-up', '{:.2f}x'),
+           ('total_up', 'total speed-up', '{:.2f}x'), ('peak_mib', 'peak extra MiB', '{:.0f}')]
+
+
+def format_table(rows: List[Dict[str, float]]) -> str:
+    """The rows with their speed-ups over the stock MLP projector (G = 576) of their size."""
     baseline = {r['size']: r for r in rows if r['num_tokens'] == NUM_PATCHES}
-    lines = [
-        '| model (LLM hidden / layers) | image tokens G | LLM tokens | vision ms | connector ms '
-        '| LLM prefill ms | total ms | prefill speed-up | total speed-up | peak extra MiB |',
-        '|---|---|---|---|---|---|---|---|---|---|',
-    ]
+    cells = []
     for r in rows:
         base = baseline.get(r['size'])
-        prefill_up = f"{base['prefill_ms'] / r['prefill_ms']:.2f}x" if base else '-'
-        total_up = f"{base['total_ms'] / r['total_ms']:.2f}x" if base else '-'
-        connector = 'MLP' if r['num_tokens'] == NUM_PATCHES else 'SEC'
-        peak = '-' if r['peak_mib'] is None else f"{r['peak_mib']:.0f}"
-        lines.append(
-            f"| {r['size']} ({r['hidden_size']} / {r['num_layers']}) | {r['num_tokens']} "
-            f"({connector}) | {r['llm_tokens']} | {r['vision_ms']:.1f} | "
-            f"{r['connector_ms']:.1f} | {r['prefill_ms']:.1f} | {r['total_ms']:.1f} | "
-            f'{prefill_up} | {total_up} | {peak} |')
-    return '\n'.join(lines)
+        cells.append(dict(
+            r, model=f"{r['size']} ({r['hidden_size']} / {r['num_layers']})",
+            g=f"{r['num_tokens']} ({'MLP' if r['num_tokens'] == NUM_PATCHES else 'SEC'})",
+            prefill_up=base and base['prefill_ms'] / r['prefill_ms'],
+            total_up=base and base['total_ms'] / r['total_ms']))
+    return markdown_table(cells, COLUMNS)
 
 
 def acceptance(rows: List[Dict[str, float]], prompt_length: int) -> List[str]:
@@ -261,63 +211,16 @@ def acceptance(rows: List[Dict[str, float]], prompt_length: int) -> List[str]:
     return notes
 
 
-def write_section(path: Path, body: str) -> None:
-    """Replace (or append) this tool's section of ``path``, keeping everything else."""
-    section = f'{SECTION_BEGIN}\n{body.rstrip()}\n{SECTION_END}\n'
-    text = path.read_text() if path.exists() else '# Benchmarks\n'
-    if SECTION_BEGIN in text and SECTION_END in text:
-        head, rest = text.split(SECTION_BEGIN, 1)
-        tail = rest.split(SECTION_END, 1)[1].lstrip('\n')
-        text = head + section + ('\n' + tail if tail else '')
-    else:
-        text = text.rstrip('\n') + '\n\n' + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--sizes', nargs='+', default=['tiny', 'medium'], choices=list(SIZES))
-    parser.add_argument('--tokens', nargs='+', type=int, default=[576, 288, 144],
-                        help='image tokens G handed to the LLM (576 = stock MLP projector)')
-    parser.add_argument('--prompt-length', type=int, default=64, help='text tokens')
-    parser.add_argument('--batch-size', type=int, default=1)
-    parser.add_argument('--repeats', type=int, default=5)
-    parser.add_argument('--warmup', type=int, default=1)
-    parser.add_argument('--device', default='cpu')
-    parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
-    parser.add_argument('--output', type=Path, default=ROOT / 'benchmarks' / 'results.md',
-                        help='markdown file whose sec_connector section is (re)written')
-    parser.add_argument('--no-write', action='store_true', help='print only')
-    parser.add_argument('--in-process', action='store_true',
-                        help='measure CPU memory in this process too (faster, less exact)')
-    parser.add_argument('--memory-worker', nargs=2, metavar=('SIZE', 'G'),
-                        help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    bad = [g for g in args.tokens if not 1 <= g <= NUM_PATCHES]
-    if bad:
-        parser.error(f'--tokens must be between 1 and {NUM_PATCHES} (the patch tokens), got {bad}')
-    return args
-
-
 def main(argv=None) -> str:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.memory_worker:
-        size, num_tokens = args.memory_worker[0], int(args.memory_worker[1])
-        with tempfile.TemporaryDirectory() as folder:
-            write_local_llm(folder, SIZES[size]['llm'])
-            workload = Workload(size, num_tokens, folder, args)
-        print(json.dumps(peak_extra_memory_mib(workload.calls['total'], args.device)))
-        return ''
-
     rows = []
     for size in args.sizes:
         for row in benchmark_size(size, args):
             rows.append(row)
             print(f"{size} G={row['num_tokens']}: prefill {row['prefill_ms']:.1f} ms, "
-                  f"total {row['total_ms']:.1f} ms, peak {row['peak_mib']} MiB",
+                  f"total {row['total_ms']:.1f} ms, peak {row['peak_mib']:.0f} MiB",
                   file=sys.stderr)
 
     command = ' '.join(['python', 'tools/analysis_tools/benchmark_connector.py'] +
@@ -336,16 +239,16 @@ def main(argv=None) -> str:
         '"total" is the whole forward that generation starts with (vision + connector + '
         'prefill). "peak extra MiB": extra memory at the peak of one total forward.',
         '',
-        format_table(rows, args),
+        format_table(rows),
         '',
         *acceptance(rows, args.prompt_length),
         '',
         f'Command: `{command}`',
     ])
     print(body)
-    if not args.no_write:
-        write_section(args.output, body)
-        print(f'\nwritten to {args.output}', file=sys.stderr)
+    if args.out:
+        write_section(args.out, SECTION, body)
+        print(f'\nwritten to {args.out}', file=sys.stderr)
     return body
 
 

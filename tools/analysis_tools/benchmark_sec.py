@@ -1,65 +1,80 @@
-"""Benchmark SEC attention and SECViT against the paper's appendix code and mmpretrain's Swin.
+"""SEC attention against the paper's appendix code, and what clustering costs.
 
-Prints four tables and writes them to ``benchmarks/results.md`` (only the section between this
-tool's markers is rewritten; other sections of the file are kept):
+Tables (``--sections``, default ``ab``):
 
 (a) the SEC attention layer against the appendix-code baseline
     (``benchmarks/sec_appendix_baseline.py``) at SECViT-T's four stage shapes for a 224x224
     input at batch 16 and at stage 1 of an 800x1344 input at batch 2, forward and
     forward+backward, with the relative error of the outputs and of the input gradients;
 (b) the cost of clustering: the layer against the same layer fed already-sorted tokens
-    (``sec_attention`` replaced by attention in contiguous clusters of the given order);
-(c) whole classifiers: inference images/s, training step time and peak memory of SECViT-T,
-    SECViT-S and mmpretrain's Swin-T at 224x224, batch 16;
-(d) stage 1 of SECViT-T in ``cluster_size`` mode against ``num_clusters`` mode for inputs
-    from 512x512 to 1600x1600 (time and peak memory).
+    (``sec_attention`` replaced by attention in contiguous clusters of the given order).
 
-Timings are medians of ``--repeats`` runs after ``--warmup`` runs; the candidates of one row
-are run interleaved (their order alternating between repeats) so that load from other
-processes affects them alike. CPU threads are fixed with ``--threads``. On CUDA
-(``--device cuda``) every timed run is synchronised and peak memory comes from the CUDA
-allocator; on CPU it comes from the profiler's allocation events. Peak memory is the most
-memory allocated during the step beyond what was held before it (weights, optimizer state
-and inputs are not counted). The header gives every table's user and kernel CPU time and
-minor page faults: on CPU, kernel time is mostly large tensors faulted in again after the
-allocator returned their memory to the OS (``--keep-freed-memory`` stops that).
+Whole models, and the two cluster modes as the input grows, are ``benchmark.py``'s. Timing
+comes from ``benchmarks/harness.py`` (warm-up, candidates in turns, medians). The header gives
+every table's user and kernel CPU time and minor page faults: on CPU, kernel time is mostly
+large tensors faulted in again after the allocator returned their memory to the OS
+(``--keep-freed-memory`` stops that). Tables are printed; ``--out FILE`` also writes them into
+this tool's section of FILE.
 
 Examples::
 
-    python tools/analysis_tools/benchmark_sec.py                  # everything, CPU
-    python tools/analysis_tools/benchmark_sec.py --sections ab    # layer tables only
-    python tools/analysis_tools/benchmark_sec.py --quick          # smoke run on tiny shapes
-    python tools/analysis_tools/benchmark_sec.py --device cuda
+    python tools/analysis_tools/benchmark_sec.py --threads 2       # everything, CPU
+    python tools/analysis_tools/benchmark_sec.py --sections a      # the layer table only
+    python tools/analysis_tools/benchmark_sec.py --quick           # smoke run on tiny shapes
+    python tools/analysis_tools/benchmark_sec.py --device cuda --out benchmarks/results.md
 """
 import argparse
-import contextlib
 import copy
-import datetime
 import importlib.util
-import math
 import os
-import platform
 import resource
-import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
-
-import torch
-import torch.nn.functional as F
+from typing import Dict, List, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+SECTION = 'benchmark_sec'
+
+from benchmarks.harness import (add_output_arguments, environment_lines,  # noqa: E402
+                                markdown_table, print_row, relative_error, time_in_turns,
+                                write_section)
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--device', default='cpu', help='cpu, cuda or cuda:N')
+    parser.add_argument('--repeats', type=int, default=7, help='timed runs per measurement')
+    parser.add_argument('--warmup', type=int, default=2, help='untimed runs first')
+    parser.add_argument('--sections', default='ab',
+                        help='which tables to run, any of "ab" (default both)')
+    parser.add_argument('--keep-freed-memory', action='store_true',
+                        help='CPU: glibc keeps freed memory instead of returning blocks over '
+                        '32 MB to the OS (whose reuse then page-faults); shows the cost '
+                        'without allocator effects')
+    parser.add_argument('--quick', action='store_true',
+                        help='smoke run on tiny shapes (seconds); numbers are not meaningful')
+    add_output_arguments(parser, threads_default=len(os.sched_getaffinity(0)))
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    if set(args.sections) - set('ab') or not args.sections:
+        parser.error(f'--sections takes letters from "ab", got {args.sections!r}')
+    if args.quick:
+        args.repeats, args.warmup = min(args.repeats, 3), min(args.warmup, 1)
+    return args
+
+
+if __name__ == '__main__':
+    parse_args()  # --help and bad arguments answer before the heavy imports below
+
+import torch  # noqa: E402
 
 import sec_mm  # noqa: E402,F401  (registers the models)
-from sec_mm.models.backbones.secvit import SECViTStage  # noqa: E402
 from sec_mm.models.layers import LayerNorm2d, SECAttention  # noqa: E402
-from sec_mm.ops import cluster_attention, resolve_num_clusters, sec_attention  # noqa: E402
+from sec_mm.ops import cluster_attention, sec_attention  # noqa: E402
 
-BEGIN_MARKER = ('<!-- benchmark_sec: begin (written by tools/analysis_tools/benchmark_sec.py; '
-                'edits inside are overwritten) -->')
 END_MARKER = '<!-- benchmark_sec: end -->'
 
 # SECViT-T: (channels, heads, clusters) of its four stages; clusters <= 1 is global attention.
@@ -76,30 +91,11 @@ def load_baseline():
 
 
 # --------------------------------------------------------------------------------------------
-# Measuring
-# --------------------------------------------------------------------------------------------
-def synchronize(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
 
 
-def time_interleaved(fns: Dict[str, Callable[[], object]], device: torch.device, repeats: int,
-                     warmup: int) -> Dict[str, float]:
-    """Median seconds of every function, the functions run in turns (order alternating)."""
-    names = list(fns)
-    for _ in range(warmup):
-        for name in names:
-            fns[name]()
-    synchronize(device)
-    times = {name: [] for name in names}
-    for i in range(repeats):
-        for name in (names if i % 2 == 0 else names[::-1]):
-            synchronize(device)
-            start = time.perf_counter()
-            fns[name]()
-            synchronize(device)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+def time_interleaved(fns, device: torch.device, repeats: int, warmup: int) -> Dict[str, float]:
+    """Median seconds of every function, the functions in turns (harness)."""
+    return {name: t.median for name, t in time_in_turns(fns, device, repeats, warmup).items()}
 
 
 def fewer_repeats(args) -> int:
@@ -108,38 +104,10 @@ def fewer_repeats(args) -> int:
     return min(args.repeats, max(3, args.repeats // 2))
 
 
-def peak_memory(fn: Callable[[], object], device: torch.device) -> int:
-    """Bytes allocated at the peak of ``fn()`` beyond what was allocated before it."""
-    if device.type == 'cuda':
-        synchronize(device)
-        before = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        fn()
-        synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - before
-    from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = sorted(
-        (e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-        if e.name() == '[memory]' and e.device_type() == torch.autograd.DeviceType.CPU)
-    current = peak = 0
-    for _, nbytes in events:
-        current += nbytes
-        peak = max(peak, current)
-    return peak
-
-
 def cpu_usage() -> Dict[str, float]:
     """This process's CPU seconds in user and kernel mode and its minor page faults so far."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return dict(user_s=usage.ru_utime, kernel_s=usage.ru_stime, faults=usage.ru_minflt)
-
-
-def relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
-    """``||ours - reference|| / ||reference||`` (Frobenius norms, in float64)."""
-    reference = reference.double()
-    return ((ours.double() - reference).norm() / reference.norm().clamp_min(1e-30)).item()
 
 
 def as_block_input(x: torch.Tensor) -> torch.Tensor:
@@ -356,117 +324,6 @@ def bench_clustering(args, device: torch.device) -> List[dict]:
 
 
 # --------------------------------------------------------------------------------------------
-# (c): whole classifiers
-# --------------------------------------------------------------------------------------------
-def build_classifier(name: str, image_size: int):
-    from mmpretrain.registry import MODELS
-    if name.startswith('SECViT'):
-        arch = name[-1].lower()
-        return MODELS.build(dict(
-            type='ImageClassifier',
-            backbone=dict(type='SECViT', arch=arch),
-            head=dict(type='SECViTClsHead', num_classes=1000, in_channels=512)))
-    # mmpretrain's swin-tiny_16xb64_in1k model. Maps smaller than a window only occur in the
-    # quick run's tiny images (at 224 the last stage is exactly one window).
-    return MODELS.build(dict(
-        type='ImageClassifier',
-        backbone=dict(type='SwinTransformer', arch='tiny', img_size=image_size,
-                      drop_path_rate=0.2, pad_small_map=image_size < 224),
-        neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='LinearClsHead', num_classes=1000, in_channels=768)))
-
-
-def bench_backbones(args, device: torch.device) -> List[dict]:
-    """Table (c): inference images/s, training step time and peak memory."""
-    size, batch = (64, 2) if args.quick else (224, 16)
-    names = ['SECViT-T', 'SECViT-S', 'Swin-T (mmpretrain)']
-    models, optimizers = {}, {}
-    gen = torch.Generator(device='cpu').manual_seed(0)
-    images = torch.randn(batch, 3, size, size, generator=gen).to(device)
-    labels = torch.randint(0, 1000, (batch, ), generator=gen).to(device)
-    for name in names:
-        torch.manual_seed(0)
-        model = build_classifier(name, size).to(device)
-        model.init_weights()
-        models[name] = model
-        optimizers[name] = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-    def infer(name):
-        model = models[name].eval()
-        with torch.no_grad():
-            return model(images, mode='tensor')
-
-    def train_step(name):
-        model, optimizer = models[name].train(), optimizers[name]
-        loss = F.cross_entropy(model(images, mode='tensor'), labels)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return loss
-
-    repeats = fewer_repeats(args)
-    inference = time_interleaved({n: (lambda n=n: infer(n)) for n in names}, device, repeats,
-                                 args.warmup)
-    training = time_interleaved({n: (lambda n=n: train_step(n)) for n in names}, device,
-                                repeats, args.warmup)
-    rows = []
-    for name in names:
-        rows.append(dict(
-            model=name, params_m=sum(p.numel() for p in models[name].parameters()) / 1e6,
-            images_per_s=batch / inference[name],
-            ratio_to_swin=inference[names[-1]] / inference[name],
-            infer_peak_mib=peak_memory(lambda: infer(name), device) / 2**20,
-            train_step_s=training[name],
-            train_ratio_to_swin=training[names[-1]] / training[name],
-            train_peak_mib=peak_memory(lambda: train_step(name), device) / 2**20))
-        print_row(rows[-1], TABLE_C)
-    return rows
-
-
-# --------------------------------------------------------------------------------------------
-# (d): cluster_size against num_clusters as the input grows
-# --------------------------------------------------------------------------------------------
-def bench_cluster_modes(args, device: torch.device) -> List[dict]:
-    """Table (d): SECViT-T stage 1 (2 blocks and the downsample) in both cluster modes."""
-    sizes = [64, 100, 128, 160, 200] if args.quick else [512, 800, 1024, 1280, 1600]
-    reference = sizes[1]
-    channels, heads, clusters = SECVIT_T_STAGES[0]
-    stages = {}
-    for mode, setting in (('num_clusters', dict(num_clusters=clusters)),
-                          ('cluster_size', dict(cluster_size=98))):
-        torch.manual_seed(0)
-        stages[mode] = SECViTStage(channels, 2, heads, out_channels=128,
-                                   drop_path_rates=[0., 0.], norm_cfg=dict(type='BN'),
-                                   **setting).to(device).eval()
-    stages['cluster_size'].load_state_dict(stages['num_clusters'].state_dict())
-    rows = []
-    for size in sizes:
-        x = torch.randn(1, channels, size // 4, size // 4, device=device)
-        fns = {mode: (lambda stage=stage: stage(x)) for mode, stage in stages.items()}
-        repeats = fewer_repeats(args)
-        with torch.no_grad():
-            times = time_interleaved(fns, device, repeats, min(args.warmup, 1))
-            memory = {mode: peak_memory(fn, device) for mode, fn in fns.items()}
-        tokens = (size // 4)**2
-        row = dict(size=f'{size}x{size}', tokens=tokens)
-        for mode in stages:
-            count = resolve_num_clusters(tokens, **(dict(num_clusters=clusters)
-                                                    if mode == 'num_clusters' else
-                                                    dict(cluster_size=98)))
-            row[f'{mode}_tokens_per_cluster'] = math.ceil(tokens / count)
-            row[f'{mode}_ms'] = times[mode] * 1e3
-            row[f'{mode}_peak_mib'] = memory[mode] / 2**20
-        rows.append(row)
-        print(f"  {row['size']}: " + ', '.join(
-            f"{mode} {row[f'{mode}_ms']:.0f} ms, {row[f'{mode}_peak_mib']:.0f} MiB"
-            for mode in stages), flush=True)
-    reference_row = next(row for row in rows if row['size'] == f'{reference}x{reference}')
-    for row in rows:
-        for mode in stages:
-            row[f'{mode}_time_ratio'] = row[f'{mode}_ms'] / reference_row[f'{mode}_ms']
-    return rows
-
-
 # --------------------------------------------------------------------------------------------
 # Tables
 # --------------------------------------------------------------------------------------------
@@ -491,43 +348,6 @@ TABLE_B = [('shape', 'shape', '{}'), ('clusters', 'clusters', '{}'),
            ('layer_fwdbwd_ms', 'layer fwd+bwd ms', '{:.1f}'),
            ('presorted_fwdbwd_ms', 'presorted fwd+bwd ms', '{:.1f}'),
            ('overhead_fwdbwd_pct', 'clustering share fwd+bwd', '{:.1f}%')]
-TABLE_C = [('model', 'model', '{}'), ('params_m', 'params (M)', '{:.1f}'),
-           ('images_per_s', 'inference images/s', '{:.2f}'),
-           ('ratio_to_swin', 'vs Swin-T', '{:.2f}x'),
-           ('infer_peak_mib', 'inference peak MiB', '{:.0f}'),
-           ('train_step_s', 'train step s', '{:.2f}'),
-           ('train_ratio_to_swin', 'train speed vs Swin-T', '{:.2f}x'),
-           ('train_peak_mib', 'train peak MiB', '{:.0f}')]
-TABLE_D = [('size', 'input', '{}'), ('tokens', 'stage-1 tokens', '{}'),
-           ('num_clusters_tokens_per_cluster', 'num_clusters=32: tokens/cluster', '{}'),
-           ('num_clusters_ms', 'num_clusters ms', '{:.0f}'),
-           ('num_clusters_time_ratio', 'num_clusters time / 800', '{:.2f}'),
-           ('num_clusters_peak_mib', 'num_clusters peak MiB', '{:.0f}'),
-           ('cluster_size_tokens_per_cluster', 'cluster_size=98: tokens/cluster', '{}'),
-           ('cluster_size_ms', 'cluster_size ms', '{:.0f}'),
-           ('cluster_size_time_ratio', 'cluster_size time / 800', '{:.2f}'),
-           ('cluster_size_peak_mib', 'cluster_size peak MiB', '{:.0f}')]
-
-
-def format_cell(value, fmt: str) -> str:
-    if isinstance(value, float) and math.isnan(value):
-        return '-'
-    return fmt.format(value)
-
-
-def print_row(row: dict, columns) -> None:
-    print('  ' + ', '.join(f'{title}: {format_cell(row[key], fmt)}'
-                           for key, title, fmt in columns), flush=True)
-
-
-def markdown_table(rows: List[dict], columns) -> str:
-    lines = ['| ' + ' | '.join(title for _, title, _ in columns) + ' |',
-             '|' + '---|' * len(columns)]
-    for row in rows:
-        lines.append('| ' + ' | '.join(format_cell(row[key], fmt)
-                                        for key, _, fmt in columns) + ' |')
-    return '\n'.join(lines)
-
 
 def speedup_summary(layer_rows: List[dict], kind: str) -> str:
     """Per-stage speed-ups, each with the bound the shared convolutions allow."""
@@ -560,18 +380,6 @@ def targets(results: dict) -> List[dict]:
             value=f"{stage1['overhead_fwd_pct']:.1f}% fwd, "
                   f"{stage1['overhead_fwdbwd_pct']:.1f}% fwd+bwd",
             met=max(stage1['overhead_fwd_pct'], stage1['overhead_fwdbwd_pct']) <= 15))
-    if results.get('c'):
-        by_name = {r['model']: r for r in results['c']}
-        for name, goal in (('SECViT-T', 1.16), ('SECViT-S', 0.58)):
-            ratio = by_name[name]['ratio_to_swin']
-            checks.append(dict(target=f'{name} inference images/s >= {goal}x Swin-T',
-                               value=f'{ratio:.2f}x', met=ratio >= goal))
-    if results.get('d') and len(results['d']) >= 5:
-        ratio = results['d'][-1]['cluster_size_time_ratio']
-        checks.append(dict(
-            target=f"cluster_size stage-1 time {results['d'][-1]['size']} / "
-                   f"{results['d'][1]['size']} <= 4.6",
-            value=f'{ratio:.2f}', met=ratio <= 4.6))
     return checks
 
 
@@ -579,100 +387,49 @@ TABLE_TARGETS = [('target', 'target', '{}'), ('value', 'this run', '{}'),
                  ('met', 'met', '{}')]
 
 
-def machine_description(args, device: torch.device) -> List[str]:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                cpu = line.split(':', 1)[1].strip()
-                break
-    lines = [f'- date: {datetime.datetime.now().isoformat(timespec="minutes")}',
-             '- command: `' + ' '.join(['python tools/analysis_tools/benchmark_sec.py'] +
-                                       args.argv) + '`',
-             f'- machine: {cpu}, {os.cpu_count()} logical CPUs, {platform.system()} '
-             f'{platform.release()}, Python {platform.python_version()}',
-             f'- torch {torch.__version__}, device {device}, '
-             f'{torch.get_num_threads()} CPU threads (torch.set_num_threads)',
-             '- allocator: ' + ('glibc keeping freed memory (--keep-freed-memory)'
-                                if args.keep_freed_memory else 'glibc defaults')]
-    if device.type == 'cuda':
-        lines.append(f'- GPU: {torch.cuda.get_device_name(device)}')
-    return lines
 
 
-def render(results: dict, args, device: torch.device, load: Sequence[float]) -> str:
-    parts = [BEGIN_MARKER, '## SEC attention and SECViT speed (benchmark_sec.py)', '']
-    parts += machine_description(args, device)
-    parts.append(f'- load average (1 min) at start / end: {load[0]:.2f} / {load[1]:.2f} '
-                 '(other processes share the CPUs; medians of interleaved runs)')
+def render(results: dict, args, device: torch.device) -> str:
+    parts = ['## SEC attention and SECViT speed (benchmark_sec.py)', '']
+    parts += environment_lines(device, 'tools/analysis_tools/benchmark_sec.py', args.argv)
+    parts.append('- allocator: ' + ('glibc keeping freed memory (--keep-freed-memory)'
+                                    if args.keep_freed_memory else 'glibc defaults'))
     parts.append(f'- median of {args.repeats} timed runs after {args.warmup} warm-up runs '
-                 '(fewer, at least 3, for the largest shapes and whole models)')
-    if results.get('cpu'):
-        # Kernel time is mostly page faults: large tensors whose memory the allocator gave
-        # back to the OS are faulted in again on every allocation.
-        parts.append('- CPU time per table, user / kernel (minor page faults): ' + ', '.join(
-            f'({key}) {use["user_s"]:.0f} / {use["kernel_s"]:.0f} s '
-            f'({use["faults"] / 1e6:.2f}M)' for key, use in results['cpu'].items()))
+                 '(fewer, at least 3, for the largest shapes), candidates in turns')
+    # Kernel time is mostly page faults: large tensors whose memory the allocator gave back
+    # to the OS are faulted in again on every allocation.
+    parts.append('- CPU time per table, user / kernel (minor page faults): ' + ', '.join(
+        f'({key}) {use["user_s"]:.0f} / {use["kernel_s"]:.0f} s ({use["faults"] / 1e6:.2f}M)'
+        for key, use in results['cpu'].items()))
     if args.quick:
         parts.append('- QUICK smoke run: tiny shapes, numbers are not meaningful')
     parts.append('')
     sections = [
         ('a', '### (a) SEC attention layer vs. the appendix code',
          'Our `SECAttention` against `benchmarks/sec_appendix_baseline.py` (`SECA` as printed '
-         'in paper 001, appendix E) with the same weights and the same input (the memory '
-         'layout a SECViT block feeds its attention: LayerNorm2d output). `attention`: the '
-         'appendix layer as printed against ours with `use_rope=False, use_lce=False`; '
-         '`layer`: both with the released RoPE and LCE (the baseline adds them in the '
-         'simplest way). RoPE tables are computed once per stage in both, outside the timed '
-         'region. Relative error: Frobenius norm of the difference over the norm of the '
-         "baseline's output (and of the gradient w.r.t. the input), float32; the last "
-         'column repeats the forward comparison in float64. In float32, two tokens whose '
-         'similarities to the mean key differ by less than float32 rounding (with tens of '
-         'thousands of tokens per image and head, neighbours in the sorted order are often '
-         '1e-6 apart) can land in different clusters in the two implementations; each such '
-         'swap changes the outputs of two clusters by ~1e-4 relative. In float64 the '
-         'implementations agree to rounding. "convs alone": the 1x1 qkv and output '
-         'convolutions (and the LCE depthwise conv in `layer` rows) by themselves, in our '
-         'layout; both implementations must run them, so "speed-up bound" = appendix time / '
-         'convs time is the most that any faster sorting, gathering and attention could '
-         'give.', TABLE_A),
+         'in paper 001, appendix E) with the same weights and input (a LayerNorm2d output, the '
+         'layout a SECViT block feeds its attention). `attention`: the appendix layer as '
+         'printed against ours with `use_rope=False, use_lce=False`; `layer`: both with the '
+         'released RoPE and LCE. Relative errors: Frobenius norm of the difference over the '
+         "baseline's (output, input gradient), float32, and the forward again in float64. In "
+         'float32, tokens whose similarities differ by less than rounding can land in '
+         'different clusters in the two implementations (~1e-4 relative per swap); in float64 '
+         'they agree to rounding. "convs alone": the 1x1 qkv and output convolutions (and the '
+         'LCE conv in `layer` rows), which both must run: "speed-up bound" = appendix time / '
+         'convs time is the most any faster sorting, gathering and attention could give.',
+         TABLE_A),
         ('b', '### (b) Cost of clustering',
-         'The full layer against the same layer without sorting, gathering and restoring: '
-         'their cost is `sec_attention` minus `cluster_attention` (attention inside '
-         'contiguous clusters of tokens already in cluster order), both timed on q, k, v of '
-         "the layer's shape and layout; \"presorted\" is the layer's time minus that cost.",
-         TABLE_B),
-        ('c', '### (c) Whole classifiers, 224x224, batch 16',
-         'Inference: `model(images, mode="tensor")` under `torch.no_grad()` in eval mode. '
-         'Training step: forward, cross-entropy, backward and an AdamW step in train mode. '
-         'Swin-T is mmpretrain\'s `swin-tiny_16xb64_in1k` model. Peak memory: most memory '
-         'allocated during one step beyond what was allocated before it.', TABLE_C),
-        ('d', '### (d) cluster_size vs. num_clusters as the input grows (SECViT-T stage 1)',
-         'Stage 1 (two blocks and the downsample, 64 channels, 2 heads) at batch 1, '
-         'inference, with `num_clusters=32` (the papers) or `cluster_size=98` (the papers\' '
-         'cluster size at 224x224). Time ratios are relative to the 800x800 row (area ratio '
-         '4 at 1600x1600).', TABLE_D),
+         'The cost of sorting, gathering and restoring is `sec_attention` minus '
+         '`cluster_attention` (attention inside contiguous clusters of tokens already in '
+         'cluster order), both on q, k, v of the layer\'s shape and layout; "presorted" is the '
+         "layer's time minus that cost.", TABLE_B),
     ]
     for key, title, text, columns in sections:
         if results.get(key):
             parts += [title, '', text, '', markdown_table(results[key], columns), '']
-    checks = targets(results)
-    if checks:
-        parts += ['### Targets', '', markdown_table(checks, TABLE_TARGETS), '']
-    parts.append(END_MARKER)
+    if results['targets']:
+        parts += ['### Targets', '', markdown_table(results['targets'], TABLE_TARGETS), '']
     return '\n'.join(parts)
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace this tool's section of ``path`` (or append it), keeping everything else."""
-    text = path.read_text() if path.exists() else '# Benchmarks\n'
-    start, end = text.find(BEGIN_MARKER), text.find(END_MARKER)
-    if start != -1 and end != -1 and end > start:
-        text = text[:start] + section + text[end + len(END_MARKER):]
-    else:
-        text = text.rstrip('\n') + '\n\n' + section + '\n'
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
 def keep_freed_memory() -> None:
@@ -687,33 +444,6 @@ def keep_freed_memory() -> None:
         raise SystemExit('--keep-freed-memory: mallopt failed (needs glibc).')
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--device', default='cpu', help='cpu, cuda or cuda:N')
-    parser.add_argument('--threads', type=int, default=len(os.sched_getaffinity(0)),
-                        help='CPU threads for torch (default: the CPUs this process may use)')
-    parser.add_argument('--repeats', type=int, default=7, help='timed runs per measurement')
-    parser.add_argument('--warmup', type=int, default=2, help='untimed runs first')
-    parser.add_argument('--sections', default='abcd',
-                        help='which tables to run, any of "abcd" (default all)')
-    parser.add_argument('--keep-freed-memory', action='store_true',
-                        help='CPU: glibc keeps freed memory instead of returning blocks over '
-                        '32 MB to the OS (whose reuse then page-faults); shows the cost '
-                        'without allocator effects')
-    parser.add_argument('--quick', action='store_true',
-                        help='smoke run on tiny shapes (seconds); numbers are not meaningful')
-    parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results.md'),
-                        help='markdown file whose benchmark_sec section is rewritten; '
-                        '"" writes nothing')
-    args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
-    if set(args.sections) - set('abcd') or not args.sections:
-        parser.error(f'--sections takes letters from "abcd", got {args.sections!r}')
-    if args.quick:
-        args.repeats, args.warmup = min(args.repeats, 3), min(args.warmup, 1)
-    return args
-
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
@@ -723,14 +453,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     torch.set_num_threads(args.threads)
     if args.keep_freed_memory:
         keep_freed_memory()
-    load_start = os.getloadavg()[0]
-    print('\n'.join(machine_description(args, device)), flush=True)
     benches = {
         'a': ('(a) SEC attention layer vs. appendix code',
               lambda: bench_layers(args, device, load_baseline())),
         'b': ('(b) clustering overhead', lambda: bench_clustering(args, device)),
-        'c': ('(c) whole classifiers', lambda: bench_backbones(args, device)),
-        'd': ('(d) cluster_size vs num_clusters', lambda: bench_cluster_modes(args, device)),
     }
     results = {'cpu': {}}
     for key, (title, bench) in benches.items():
@@ -741,10 +467,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
             results['cpu'][key] = {name: value - before[name]
                                    for name, value in cpu_usage().items()}
     results['targets'] = targets(results)
-    section = render(results, args, device, (load_start, os.getloadavg()[0]))
+    section = render(results, args, device)
     print(section)
     if args.out:
-        write_section(Path(args.out), section)
+        write_section(args.out, SECTION, section)
     return results
 
 

@@ -11,15 +11,7 @@ The model runs once in eval mode on a random image, through its own data preproc
 import argparse
 import importlib
 
-from mmengine.analysis.print_helper import complexity_stats_table
-from mmengine.config import Config, DictAction
-from mmengine.model import revert_sync_batchnorm
-from mmengine.registry import DefaultScope
-
-from sec_mm.utils.flops import model_complexity
-
-# The papers' sizes: 224 classification, 1280x800 detection, 512x2048 segmentation.
-DEFAULT_SHAPES = {'mmpretrain': (224, 224), 'mmdet': (1280, 800), 'mmseg': (512, 2048)}
+from mmengine.config import DictAction  # light: no torch
 
 
 def parse_args():
@@ -38,6 +30,20 @@ def parse_args():
         '--cfg-options', nargs='+', action=DictAction,
         help='override config settings, e.g. model.backbone.num_clusters="(16,4,1,-1)"')
     return parser.parse_args()
+
+
+if __name__ == '__main__':
+    parse_args()  # --help and bad arguments answer before the heavy imports below
+
+from mmengine.analysis.print_helper import complexity_stats_table  # noqa: E402
+from mmengine.config import Config  # noqa: E402
+from mmengine.model import revert_sync_batchnorm  # noqa: E402
+from mmengine.registry import DefaultScope  # noqa: E402
+
+from sec_mm.utils.flops import model_complexity  # noqa: E402
+
+# The papers' sizes: 224 classification, 1280x800 detection, 512x2048 segmentation.
+DEFAULT_SHAPES = {'mmpretrain': (224, 224), 'mmdet': (1280, 800), 'mmseg': (512, 2048)}
 
 
 def input_size(shape, scope):

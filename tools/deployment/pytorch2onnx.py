@@ -45,16 +45,7 @@ import sys
 import warnings
 from typing import List, Sequence, Tuple
 
-import mmcv
-import numpy as np
-import torch
-from mmengine.config import Config, DictAction
-from mmengine.model import revert_sync_batchnorm
-from mmengine.registry import DefaultScope
-from mmengine.runner.checkpoint import CheckpointLoader
-
-from sec_mm.checkpoint import (CheckpointMismatchError, check_state_dict_fits,
-                                     extract_state_dict)
+from mmengine.config import DictAction  # light: no torch
 
 EXPORTERS = ('torchscript', 'dynamo')
 # SDPA has an ONNX translation from opset 14 (TorchScript exporter); the dynamo exporter
@@ -103,6 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
         '--cfg-options', nargs='+', action=DictAction,
         help='override config settings, e.g. model.backbone.out_indices="(0,1,2,3)"')
     return parser
+
+
+if __name__ == '__main__':
+    build_parser().parse_args()  # --help and bad arguments answer before the imports below
+
+import mmcv  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from mmengine.config import Config  # noqa: E402
+from mmengine.model import revert_sync_batchnorm  # noqa: E402
+from mmengine.registry import DefaultScope  # noqa: E402
+from mmengine.runner.checkpoint import CheckpointLoader  # noqa: E402
+
+from sec_mm.checkpoint import (CheckpointMismatchError,  # noqa: E402
+                               check_state_dict_fits, extract_state_dict)
 
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -8,15 +8,18 @@
 #   bash tools/misc/gpu_check.sh --prepare [WHEEL_DIR]  # here: fill .device_wheels/
 #   bash tools/misc/gpu_check.sh                        # there: install, test, benchmark
 #   bash tools/misc/gpu_check.sh --cpu                  # here: a dry run on CPU, tiny sizes
-#   ... --skip-tests / --skip-bench                     # a rerun of one part
+#   ... --skip-tests / --skip-bench / --skip-compile     # a rerun of one part
 #
 # The GPU run installs the wheels into $SEC_MM_SITE (default /tmp/sec_mm_site) and puts it on
 # PYTHONPATH, runs `pytest tests/test_cuda -v`, then tools/analysis_tools/benchmark.py on CUDA
-# under fp16 and under bf16 autocast (batch 64 at 224, 2x800x1344 and 2x512x512), each step
-# under its own time limit: at most about 7.5 minutes in all. The CPU dry run benchmarks bf16
-# only (CPU float16 is very slow) under CPU-sized limits. Everything is printed; the log, the
-# pytest report and benchmarks/results.md with the new sections go to $OUT (default
-# /tmp/sec_mm_gpu_check). The exit status is non-zero if a step failed.
+# under fp16 and under bf16 autocast (classifiers at batch 64 and 224; backbone forward+backward
+# of SECViT-T, SECViT-T with cluster_size=98 and Swin-T at 2x512x512, 1x800x1344 and
+# 1x1024x1024), then its torch.compile table under bf16 (SECViT-T eager against inductor, which
+# emits Triton kernels there), each step under its own time limit: at most about 10 minutes in
+# all. The CPU dry run benchmarks bf16 only (CPU float16 is very slow) at tiny sizes under
+# CPU-sized limits. Everything is printed; the log, the pytest report and
+# benchmarks/results.md with the new sections go to $OUT (default /tmp/sec_mm_gpu_check). The
+# exit status is non-zero if a step failed.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 WHEELS=$ROOT/.device_wheels
@@ -24,7 +27,8 @@ PYTHON=${PYTHON:-python3}
 SITE=${SEC_MM_SITE:-/tmp/sec_mm_site}
 OUTDIR=${OUT:-/tmp/sec_mm_gpu_check}
 TEST_TIMEOUT=${TEST_TIMEOUT:-200}
-BENCH_TIMEOUT=${BENCH_TIMEOUT:-}  # default: 85 s on the GPU, 600 s in a CPU dry run
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-}  # default: 120 s on the GPU, 600 s in a CPU dry run
+COMPILE_TIMEOUT=${COMPILE_TIMEOUT:-}  # default: 180 s on the GPU, 600 s in a CPU dry run
 # mmengine finds `mmpretrain::` config bases through pkg_resources, which setuptools 81
 # removed: this one travels too and is installed where the machine's setuptools lacks it.
 SETUPTOOLS=setuptools==80.9.0
@@ -118,17 +122,19 @@ step() {  # step NAME SECONDS COMMAND...: run, time and report one step (0 s: no
 }
 
 run() {
-    local device=cuda tests=1 bench=1 amps=(fp16 bf16) bench_args=() arg
+    local device=cuda tests=1 bench=1 compile=1 amps=(fp16 bf16) bench_args=() arg
     for arg in "$@"; do
         case $arg in
             --cpu) device=cpu amps=(bf16)
                 bench_args=(--batch 1 --dense-shapes 1x224x256 --warmup 0 --iters 1) ;;
             --skip-tests) tests=0 ;;
             --skip-bench) bench=0 ;;
+            --skip-compile) compile=0 ;;
             *) echo "gpu_check.sh: unknown option $arg" >&2; usage; return 2 ;;
         esac
     done
-    [ -n "$BENCH_TIMEOUT" ] || BENCH_TIMEOUT=$([ $device = cuda ] && echo 85 || echo 600)
+    [ -n "$BENCH_TIMEOUT" ] || BENCH_TIMEOUT=$([ $device = cuda ] && echo 120 || echo 600)
+    [ -n "$COMPILE_TIMEOUT" ] || COMPILE_TIMEOUT=$([ $device = cuda ] && echo 180 || echo 600)
     FAILED=()
     cd "$ROOT" || return 1
     mkdir -p "$OUTDIR"
@@ -151,14 +157,20 @@ print('mmengine', mmengine.__version__, '| mmcv', mmcv.__version__, '| mmpretrai
             -m 'not mmcv_ops' -p no:cacheprovider --junitxml="$OUTDIR/test_cuda.xml"
     fi
 
+    # The benchmark updates its sections of a copy of benchmarks/results.md in $OUTDIR.
+    [ -f "$OUTDIR/results.md" ] || cp benchmarks/results.md "$OUTDIR/results.md"
     if [ $bench = 1 ]; then
-        # The benchmark updates its sections of a copy of benchmarks/results.md in $OUTDIR.
-        [ -f "$OUTDIR/results.md" ] || cp benchmarks/results.md "$OUTDIR/results.md"
         for amp in "${amps[@]}"; do
             step "benchmark $device $amp" "$BENCH_TIMEOUT" "$PYTHON" \
                 tools/analysis_tools/benchmark.py --device "$device" --amp "$amp" \
                 "${bench_args[@]}" --out "$OUTDIR/results.md"
         done
+    fi
+    if [ $compile = 1 ]; then
+        # A section of its own (tables: compile): eager and inductor in turns.
+        step "benchmark $device bf16 compiled" "$COMPILE_TIMEOUT" "$PYTHON" \
+            tools/analysis_tools/benchmark.py --device "$device" --amp bf16 --tables compile \
+            --compile SECViT-T "${bench_args[@]}" --out "$OUTDIR/results.md"
     fi
 
     echo
@@ -172,7 +184,7 @@ print('mmengine', mmengine.__version__, '| mmcv', mmcv.__version__, '| mmpretrai
 
 usage() {
     echo "usage: bash tools/misc/gpu_check.sh --prepare [WHEEL_DIR]" >&2
-    echo "       bash tools/misc/gpu_check.sh [--cpu] [--skip-tests] [--skip-bench]" >&2
+    echo "       bash tools/misc/gpu_check.sh [--cpu] [--skip-tests] [--skip-bench] [--skip-compile]" >&2
 }
 
 if [ "${1:-}" = --prepare ]; then

@@ -115,9 +115,19 @@ def run_task(task: str, args) -> dict:
     out_dir = Path(args.out_dir)
     result_file = out_dir / f'learning_proof_{task}.json'
     if args.plot_only:
+        # Redrawing needs both outputs of an earlier training run of this tool.
+        missing = []
+        if not list(work_dir.glob('*/vis_data/scalars.json')):
+            missing.append(f'the training log ({work_dir}/*/vis_data/scalars.json)')
         if not result_file.is_file():
-            raise FileNotFoundError(f'--plot-only needs the timing of an earlier run in '
-                                    f'{result_file}.')
+            missing.append(f'the timing of an earlier run ({result_file})')
+        if missing:
+            train = (f'python tools/misc/learning_proof.py {task} --work-dir {args.work_dir} '
+                     f'--out-dir {args.out_dir}')
+            raise FileNotFoundError(
+                f'--plot-only {task}: missing {" and ".join(missing)}. Train first with '
+                f'`{train}` (about half an hour on 2 CPU cores); --plot-only then redraws '
+                'that run.')
         minutes = json.loads(result_file.read_text())['minutes']
     else:
         subprocess.run([sys.executable, str(REPO / 'tools/misc/make_toy_datasets.py'),
@@ -173,4 +183,7 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    try:
+        main()
+    except FileNotFoundError as error:
+        sys.exit(f'error: {error}')

@@ -12,13 +12,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
-from sec_mm.checkpoint import (CheckpointFileError, CheckpointMismatchError,
-                               UnsafeCheckpointError, extract_state_dict, load_checkpoint)
-from sec_mm.converters import convert_secvit_state_dict
-from sec_mm.models import SECViT
-
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -28,6 +21,17 @@ def parse_args(argv=None):
                         help='convert the EMA weights (`model_ema`; the released S/B/L '
                         'accuracies are the EMA weights\')')
     return parser.parse_args(argv)
+
+
+if __name__ == '__main__':
+    parse_args()  # --help and bad arguments answer before the heavy imports below
+
+import torch  # noqa: E402
+
+from sec_mm.checkpoint import (CheckpointFileError, CheckpointMismatchError,  # noqa: E402
+                               UnsafeCheckpointError, extract_state_dict, load_checkpoint)
+from sec_mm.converters import convert_secvit_state_dict  # noqa: E402
+from sec_mm.models import SECViT  # noqa: E402
 
 
 def arch_name(arch: dict) -> str:

@@ -5,8 +5,9 @@ mmpretrain classifier, e.g. SECViT.
         [--target-layers NAME ...] [--method GradCAM] [--target-category N ...]
         [--save-path OUT.png] [--vit-like] [--num-extra-tokens N] [--device DEVICE] ...
 
-The arguments are those of mmpretrain's ``tools/visualization/vis_cam.py``, and its argument
-parsing, layer lookup, token reshaping and drawing are used as they are. That tool builds the
+The arguments are those of mmpretrain's ``tools/visualization/vis_cam.py`` (parsed here before
+anything heavy is imported), and its layer lookup, token reshaping and drawing are used as
+they are. That tool builds the
 CAM with ``use_cuda=...``, an argument grad-cam 1.5 removed (the CAM follows the model's
 device now), so with grad-cam >= 1.5 it stops with ``TypeError: ... unexpected keyword
 argument 'use_cuda'``; this tool builds the CAM for either API.
@@ -18,6 +19,7 @@ for the earlier stages. A stage itself cannot be a target: it returns a tuple. W
 ``--target-layers`` the stock choice is the backbone's last norm layer, the last block's
 ``norm2`` (before its FFN).
 """
+import argparse
 import copy
 import importlib.util
 import inspect
@@ -26,15 +28,50 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable, List, Optional
 
-import mmpretrain
-import torch.nn as nn
-from mmcv.transforms import Compose
-from mmengine.config import Config
-from mmengine.dataset import default_collate
-from mmpretrain.apis import get_model
-from mmpretrain.registry import TRANSFORMS
+from mmengine.config import DictAction  # light: no torch
 
-from sec_mm.checkpoint import register_checkpoint_safe_globals
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The options of mmpretrain's ``vis_cam.py``."""
+    parser = argparse.ArgumentParser(description='Visualize CAM')
+    parser.add_argument('img', help='image file')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--target-layers', default=[], nargs='+',
+                        help='layers to take the CAM of (default: the norm layer of the last '
+                        'block)')
+    parser.add_argument('--preview-model', action='store_true',
+                        help='print the model layers and stop')
+    parser.add_argument('--method', default='GradCAM',
+                        help='a CAM class of the grad-cam package, e.g. GradCAM, GradCAM++, '
+                        'XGradCAM, EigenCAM, EigenGradCAM, LayerCAM (default GradCAM)')
+    parser.add_argument('--target-category', default=[], nargs='+', type=int,
+                        help='categories to explain (default: the predicted one)')
+    parser.add_argument('--eigen-smooth', action='store_true',
+                        help='reduce noise with the first principal component')
+    parser.add_argument('--aug-smooth', action='store_true', help='test-time augmentation')
+    parser.add_argument('--save-path', type=Path, help='where to save the image (default: show)')
+    parser.add_argument('--device', default='cpu', help='device to use (default: cpu)')
+    parser.add_argument('--vit-like', action='store_true', help='a ViT-like network (tokens)')
+    parser.add_argument('--num-extra-tokens', type=int,
+                        help="extra tokens of a ViT-like backbone (default: the backbone's)")
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value')
+    return parser.parse_args(argv)
+
+
+if __name__ == '__main__':
+    parse_args()  # --help and bad arguments answer before the heavy imports below
+
+import mmpretrain  # noqa: E402
+import torch.nn as nn  # noqa: E402
+from mmcv.transforms import Compose  # noqa: E402
+from mmengine.config import Config  # noqa: E402
+from mmengine.dataset import default_collate  # noqa: E402
+from mmpretrain.apis import get_model  # noqa: E402
+from mmpretrain.registry import TRANSFORMS  # noqa: E402
+
+import sec_mm  # noqa: E402,F401  (the SEC models; weights-only checkpoint loading)
 
 
 def load_stock_vis_cam() -> ModuleType:
@@ -65,14 +102,16 @@ def build_cam(method: type, model: nn.Module, target_layers: List[nn.Module],
     return method(**kwargs)
 
 
-def main() -> None:
+def main(argv=None) -> None:
+    args = parse_args(argv)
     stock = load_stock_vis_cam()
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-    args = stock.parse_args()
+    if args.method.lower() not in stock.METHOD_MAP:
+        raise SystemExit(f'--method {args.method}: not a CAM method; use one of '
+                         f'{", ".join(stock.METHOD_MAP)}.')
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
-    register_checkpoint_safe_globals()  # mmengine checkpoints under torch >= 2.6
     model = get_model(cfg, args.checkpoint, device=args.device)
     if args.preview_model:
         print(model)

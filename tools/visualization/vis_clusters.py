@@ -25,41 +25,7 @@ import argparse
 import re
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
-import cv2
-import matplotlib
-import numpy as np
-import torch
-import torch.nn as nn
-from mmcv.transforms import Compose
-from mmengine.config import Config, DictAction
-from mmengine.dataset import pseudo_collate
-from mmengine.registry import init_default_scope
-from matplotlib import colormaps
-from torch import Tensor
-
-from sec_mm.models.layers import SECAttention, SECMultiheadAttention
-from sec_mm.ops import sec_cluster_sizes
-from sec_mm.engine.launch import load_config
-from sec_mm.checkpoint import register_checkpoint_safe_globals
-from sec_mm.utils import codebase_of
-
-SEC_LAYERS = (SECAttention, SECMultiheadAttention)
-TITLE_HEIGHT = 44  # pixels above every panel for its title
-GAP = 8  # pixels between and around the panels
-DEFAULT_PLAIN_LAYERS = 4  # panels of a backbone without stages (SEC-DeiT)
-
-
-class ClusterMap(NamedTuple):
-    """Clusters of one SEC attention layer.
-
-    Attributes:
-        name (str): Module name of the layer in the model.
-        ids (np.ndarray): ``(h, w)`` int64 cluster id of every token of the layer's grid.
-        num_clusters (int): Clusters of the layer at this input size (1: global attention).
-    """
-    name: str
-    ids: np.ndarray
-    num_clusters: int
+from mmengine.config import DictAction  # light: no torch
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -103,13 +69,50 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
+if __name__ == '__main__':
+    parse_args()  # --help and bad arguments answer before the heavy imports below
+
+import cv2  # noqa: E402
+import matplotlib  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+from mmcv.transforms import Compose  # noqa: E402
+from mmengine.config import Config  # noqa: E402
+from mmengine.dataset import pseudo_collate  # noqa: E402
+from mmengine.registry import init_default_scope  # noqa: E402
+from matplotlib import colormaps  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+from sec_mm.models.layers import SECAttention, SECMultiheadAttention  # noqa: E402
+from sec_mm.ops import sec_cluster_sizes  # noqa: E402
+from sec_mm.engine.launch import load_config  # noqa: E402
+from sec_mm.utils import codebase_of  # noqa: E402
+
+SEC_LAYERS = (SECAttention, SECMultiheadAttention)
+TITLE_HEIGHT = 44  # pixels above every panel for its title
+GAP = 8  # pixels between and around the panels
+DEFAULT_PLAIN_LAYERS = 4  # panels of a backbone without stages (SEC-DeiT)
+
+
+class ClusterMap(NamedTuple):
+    """Clusters of one SEC attention layer.
+
+    Attributes:
+        name (str): Module name of the layer in the model.
+        ids (np.ndarray): ``(h, w)`` int64 cluster id of every token of the layer's grid.
+        num_clusters (int): Clusters of the layer at this input size (1: global attention).
+    """
+    name: str
+    ids: np.ndarray
+    num_clusters: int
+
+
 def init_model(cfg: Config, checkpoint: Optional[str], device: str) -> nn.Module:
     """The model of ``cfg`` in eval mode, built by its codebase's own inference API."""
     codebase = codebase_of(cfg)
     # The test pipeline is built from the codebase's registries too.
     init_default_scope(codebase)
-    if checkpoint is not None:
-        register_checkpoint_safe_globals()
     if codebase == 'mmdet':
         from mmdet.apis import init_detector
         # No pretrained backbone: the checkpoint (or random weights) is what is looked at.
