@@ -1,5 +1,6 @@
 """sec_mm.engine.launch: the train/test tools' options, for mmdet, mmseg and mmpretrain configs."""
 import copy
+import uuid
 from pathlib import Path
 
 import pytest
@@ -76,7 +77,7 @@ def current_log(tmp_path, name):
     """A fresh current mmengine logger writing to a file; returns the file."""
     from mmengine.logging import MMLogger
     log = tmp_path / f'{name}.log'
-    MMLogger.get_instance(f'{name}-{id(log)}', log_file=str(log))
+    MMLogger.get_instance(f'{name}-{uuid.uuid4().hex}', log_file=str(log))
     return log
 
 

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 
@@ -26,7 +27,7 @@ def log(tmp_path):
     """A fresh current mmengine logger writing to a file; reads the file."""
     from mmengine.logging import MMLogger
     path = tmp_path / 'current.log'
-    MMLogger.get_instance(f'work_dir_lock-{id(path)}', log_file=str(path))
+    MMLogger.get_instance(f'work_dir_lock-{uuid.uuid4().hex}', log_file=str(path))
     return path.read_text
 
 
