@@ -5,7 +5,9 @@ import multiprocessing
 import os
 import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +17,7 @@ from sec_mm.engine.hooks import PREEMPTED_EXIT_CODE, ExactResumeHook, Preemption
 from toy_run import LossRecorder, toy_runner
 
 pytestmark = pytest.mark.usefixtures('single_thread')
+REPO = Path(__file__).resolve().parents[2]
 
 
 class SignalDuring(Hook):
@@ -145,3 +148,15 @@ def test_forked_children_ignore_stop_signals_from_others_but_not_from_their_pare
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=f'PreemptionHook: {match}'):
         PreemptionHook(**kwargs)
+
+
+def test_outside_training_a_stop_signal_ends_the_process_at_once():
+    # A test run, or a run still being built: nothing to save, the default action.
+    code = ('import os, signal, time\n'
+            'from sec_mm.engine.hooks import PreemptionHook\n'
+            'hook = PreemptionHook()\n'
+            'os.kill(os.getpid(), signal.SIGTERM)\n'
+            'time.sleep(30)\n')
+    done = subprocess.run([sys.executable, '-c', code], capture_output=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert done.returncode == -signal.SIGTERM, done.stderr[-3000:]

@@ -108,7 +108,10 @@ class PreemptionHook(Hook):
     without a save, and says so.
 
     The signal handlers are installed when the hook is built (with the Runner, before it builds
-    its data loaders), and removed after the run.
+    its data loaders), and removed after the run. Outside training (building the run, a test
+    run) a stop signal ends the process at once, as without the hook. A signal during
+    validation, or during the replay of the batches before the checkpoint of a resumed
+    iteration-based run, is served after the next training iteration.
 
     Args:
         signals (Sequence[str | int]): The stop signals. Defaults to
@@ -131,6 +134,7 @@ class PreemptionHook(Hook):
         self._received: Optional[Tuple[int, float]] = None
         self._previous: Dict[int, object] = {}
         self._stop_after_epoch: Optional[int] = None
+        self._training = False
         self._pid = os.getpid()
         self._install()
 
@@ -153,13 +157,14 @@ class PreemptionHook(Hook):
         self._previous = {}
 
     def _on_signal(self, signum: int, frame) -> None:
-        if self._received is None and os.getpid() == self._pid:
+        if self._training and self._received is None and os.getpid() == self._pid:
             self._received = (signum, time.monotonic())
             # os.write: no buffered stream may be entered from a signal handler.
             os.write(2, f'{signal.Signals(signum).name} received: stopping after this '
                         'iteration with a checkpoint.\n'.encode())
             return
-        signal.signal(signum, signal.SIG_DFL)  # again: end now, as without the hook
+        # Again, or outside training (building, testing): end now, as without the hook.
+        signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
 
     def _agree(self) -> int:
@@ -172,6 +177,12 @@ class PreemptionHook(Hook):
         return int(flag.item())
 
     # -- training --------------------------------------------------------------------------
+    def before_train(self, runner) -> None:
+        self._training = True
+
+    def after_train(self, runner) -> None:
+        self._training = False
+
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         sig = self._agree()
         if not sig:
