@@ -77,7 +77,7 @@ def nan_checkpoint(tmp_path_factory):
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         model = MODELS.build(Config.fromfile(str(TINY)).model)
     state = model.state_dict()
-    state['backbone.patch_embed.stem.0.conv.weight'].view(-1)[:3] = float('nan')
+    state['backbone.patch_embed.0.conv.weight'].view(-1)[:3] = float('nan')
     state['head.fc.bias'][0] = float('inf')
     path = tmp_path_factory.mktemp('nan_ckpt') / 'nan.pth'
     torch.save(dict(state_dict=state, meta=dict()), path)
@@ -91,7 +91,7 @@ def test_test_py_refuses_non_finite_weights_naming_them(workspace, nan_checkpoin
                workspace / 'test_nan.log')
     assert done.returncode == 1
     assert re.search(rf'NonFiniteError: {re.escape(str(nan_checkpoint))} holds non-finite '
-                     r'weights: backbone\.patch_embed\.stem\.0\.conv\.weight \(3 of \d+ '
+                     r'weights: backbone\.patch_embed\.0\.conv\.weight \(3 of \d+ '
                      r'values\), head\.fc\.bias \(1 of 3 values\) \(2 of \d+ tensors\)',
                      done.stdout), done.stdout[-5000:]
     assert 'accuracy/top1' not in done.stdout

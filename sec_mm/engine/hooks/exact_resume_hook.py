@@ -27,12 +27,13 @@ without these states still resumes, with a note.
 """
 import logging
 import random
+from contextlib import contextmanager
 from typing import Any, Callable, Iterator, List, Optional
 
 import numpy as np
 import torch
 from mmengine.dist import all_gather_object, get_rank, get_world_size
-from mmengine.hooks import Hook
+from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 
@@ -151,14 +152,49 @@ class ExactResumeHook(Hook):
         self._loaded: Optional[dict] = None
         self._loaded_seed = None
         self._in_val: Optional[dict] = None
+        self._gathered: Optional[list] = None
         self._original_dataloader = None
 
     # -- saving ----------------------------------------------------------------------------
-    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+    def _training_stream_state(self) -> dict:
         # Inside validation (a best-checkpoint save) the training stream's states are the
         # ones taken before validation.
-        state = self._in_val if self._in_val is not None else capture_rng_state()
-        states = all_gather_object(state) if get_world_size() > 1 else [state]
+        return self._in_val if self._in_val is not None else capture_rng_state()
+
+    @contextmanager
+    def every_ranks_states(self):
+        """Gather every rank's states for the checkpoint saved inside the block.
+
+        To be entered by every rank: mmengine's ``Runner.save_checkpoint`` (and so
+        ``before_save_checkpoint``) runs on rank 0 only. The checkpoint hooks' saves are
+        wrapped in it (see :meth:`before_train`); other code that saves a checkpoint on every
+        rank can use it too (:class:`PreemptionHook` does).
+        """
+        state = self._training_stream_state()
+        self._gathered = all_gather_object(state) if get_world_size() > 1 else [state]
+        try:
+            yield
+        finally:
+            self._gathered = None
+
+    def _gather_around_checkpoint_saves(self, runner) -> None:
+        for hook in runner.hooks:
+            if isinstance(hook, CheckpointHook) and \
+                    '_save_checkpoint_with_step' not in vars(hook):
+                save = hook._save_checkpoint_with_step  # called on every rank
+
+                def save_with_every_ranks_states(runner, step, meta, save=save):
+                    with self.every_ranks_states():
+                        save(runner, step, meta)
+
+                hook._save_checkpoint_with_step = save_with_every_ranks_states
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        states = self._gathered
+        if states is None:
+            # Saved on rank 0 alone (a best checkpoint, other code): the other ranks' states
+            # are not known here.
+            states = [self._training_stream_state()] + [None] * (get_world_size() - 1)
         entry = dict(format=_FORMAT, world_size=len(states), rng=states)
         sampler_seed = getattr(getattr(runner.train_dataloader, 'sampler', None), 'seed', None)
         if isinstance(sampler_seed, int):
@@ -185,6 +221,7 @@ class ExactResumeHook(Hook):
             self._loaded_seed = (checkpoint.get('meta') or {}).get('seed')
 
     def before_train(self, runner) -> None:
+        self._gather_around_checkpoint_saves(runner)
         loop = runner.train_loop
         loaded, self._loaded = self._loaded, None
         if loaded is None or (loop.iter == 0 and loop.epoch == 0):
@@ -238,6 +275,11 @@ class ExactResumeHook(Hook):
                       logger='current', level=logging.WARNING)
             return None
         state = states[get_rank()]
+        if state is None:
+            print_log(f'The checkpoint holds no random-number states of rank {get_rank()} (it '
+                      'was saved outside the checkpoint hook): they are not restored.',
+                      logger='current', level=logging.WARNING)
+            return None
 
         def restore() -> None:
             for note in restore_rng_state(state):

@@ -232,10 +232,15 @@ class NonFiniteGuardHook(Hook):
         return all_gather_object(report)
 
     # -- checkpoints -----------------------------------------------------------------------
+    @staticmethod
+    def _non_finite_parts(checkpoint: dict, keys: Sequence[str]):
+        # The weights by their names in the model; the rest under their checkpoint key.
+        found, total = non_finite_tensors(checkpoint.get('state_dict', {}))
+        more, more_total = non_finite_tensors({k: checkpoint[k] for k in keys if k in checkpoint})
+        return found + more, total + more_total
+
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        parts = {key: checkpoint[key] for key in ('state_dict', 'ema_state_dict', 'optimizer')
-                 if key in checkpoint}
-        found, total = non_finite_tensors(parts)
+        found, total = self._non_finite_parts(checkpoint, ('ema_state_dict', 'optimizer'))
         if found:
             message = (f'Refusing to save a checkpoint at iteration {runner.iter + 1}: it holds '
                        f'non-finite values: {describe_non_finite_tensors(found, total)}. The '
@@ -245,11 +250,12 @@ class NonFiniteGuardHook(Hook):
             raise NonFiniteError(message)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        parts = {key: checkpoint[key] for key in ('state_dict', 'ema_state_dict')
-                 if isinstance(checkpoint, dict) and key in checkpoint}
-        if not parts and isinstance(checkpoint, dict):
-            parts = {'state_dict': checkpoint}  # a bare state dict
-        found, total = non_finite_tensors(parts)
+        if not isinstance(checkpoint, dict):
+            return
+        if 'state_dict' in checkpoint:
+            found, total = self._non_finite_parts(checkpoint, ('ema_state_dict', ))
+        else:
+            found, total = non_finite_tensors(checkpoint)  # a bare state dict
         if found:
             source = getattr(runner, '_load_from', None) or 'the checkpoint'
             raise NonFiniteError(

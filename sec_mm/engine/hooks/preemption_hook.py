@@ -21,6 +21,7 @@ import os
 import signal
 import threading
 import time
+from contextlib import nullcontext
 from typing import Dict, Optional, Sequence, Set, Tuple, Union
 
 import torch
@@ -30,6 +31,7 @@ from mmengine.logging import print_log
 from mmengine.runner import EpochBasedTrainLoop
 
 from ..atomic_backend import write_atomic
+from .exact_resume_hook import ExactResumeHook
 
 __all__ = ['PREEMPTED_EXIT_CODE', 'DEFAULT_STOP_SIGNALS', 'PreemptionHook']
 
@@ -179,6 +181,13 @@ class PreemptionHook(Hook):
     # -- training --------------------------------------------------------------------------
     def before_train(self, runner) -> None:
         self._training = True
+        hook = self._checkpoint_hook(runner)
+        if isinstance(runner.train_loop, EpochBasedTrainLoop) and hook is not None and \
+                hook.by_epoch and not any(isinstance(h, ExactResumeHook) for h in runner.hooks):
+            print_log('PreemptionHook: a stop in the middle of an epoch saves iter_N.pth, which '
+                      'resumes in the middle of the epoch only with ExactResumeHook (mmengine '
+                      "alone starts the epoch over); add dict(type='ExactResumeHook') to "
+                      'custom_hooks.', logger='current', level=logging.WARNING)
 
     def after_train(self, runner) -> None:
         self._training = False
@@ -227,11 +236,13 @@ class PreemptionHook(Hook):
             return hook.last_ckpt
         # An epoch-based hook in the middle of an epoch: a checkpoint by iteration.
         name = f'iter_{step}.pth'
-        runner.save_checkpoint(
-            hook.out_dir, name, save_optimizer=hook.save_optimizer,
-            save_param_scheduler=hook.save_param_scheduler,
-            meta=dict(epoch=runner.epoch, iter=step), by_epoch=False,
-            backend_args=hook.backend_args, **hook.args)
+        exact = next((h for h in runner.hooks if isinstance(h, ExactResumeHook)), None)
+        with exact.every_ranks_states() if exact is not None else nullcontext():
+            runner.save_checkpoint(
+                hook.out_dir, name, save_optimizer=hook.save_optimizer,
+                save_param_scheduler=hook.save_param_scheduler,
+                meta=dict(epoch=runner.epoch, iter=step), by_epoch=False,
+                backend_args=hook.backend_args, **hook.args)
         path = hook.file_backend.join_path(hook.out_dir, name)
         hook.last_ckpt = path
         runner.message_hub.update_info('last_ckpt', path)
