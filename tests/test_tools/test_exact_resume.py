@@ -12,7 +12,7 @@ from training_helpers import RANDOM_CONFIG, iteration_losses, run, train_command
 def workspace(tmp_path_factory, toy_data_root):
     root = tmp_path_factory.mktemp('exact_resume')
     (root / 'data').symlink_to(toy_data_root, target_is_directory=True)
-    (root / 'random.py').write_text(RANDOM_CONFIG)
+    (root / 'tiny_random.py').write_text(RANDOM_CONFIG)
     return root
 
 
@@ -21,7 +21,7 @@ def test_a_run_resumed_from_its_checkpoint_repeats_its_losses(workspace):
     # No seed in the config: the run draws one, and --resume must keep it.
     options = ['--cfg-options', 'train_cfg.max_iters=6', 'randomness.seed=None']
     full = workspace / 'full'
-    done = run(train_command(workspace / 'random.py', full, *options), workspace,
+    done = run(train_command(workspace / 'tiny_random.py', full, *options), workspace,
                workspace / 'full.log')
     assert done.returncode == 0, done.stdout[-5000:]
     # As if the run had been killed right after saving iteration 4 (SIGKILL leaves the
@@ -29,7 +29,7 @@ def test_a_run_resumed_from_its_checkpoint_repeats_its_losses(workspace):
     resumed = workspace / 'resumed'
     resumed.mkdir()
     shutil.copy(full / 'iter_4.pth', resumed)
-    done = run(train_command(workspace / 'random.py', resumed, '--resume',
+    done = run(train_command(workspace / 'tiny_random.py', resumed, '--resume',
                              resumed / 'iter_4.pth', *options), workspace,
                workspace / 'resumed.log')
     assert done.returncode == 0, done.stdout[-5000:]

@@ -77,7 +77,7 @@ def nan_checkpoint(tmp_path_factory):
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         model = MODELS.build(Config.fromfile(str(TINY)).model)
     state = model.state_dict()
-    state['backbone.patch_embed.0.conv.weight'].view(-1)[:3] = float('nan')
+    state['backbone.patch_embed.0.conv.weight'][0, 0, 0] = float('nan')  # a kernel row: 3 values
     state['head.fc.bias'][0] = float('inf')
     path = tmp_path_factory.mktemp('nan_ckpt') / 'nan.pth'
     torch.save(dict(state_dict=state, meta=dict()), path)

@@ -29,7 +29,7 @@ def host_env(dist_env, monkeypatch):
 def workspace(tmp_path_factory, toy_data_root):
     root = tmp_path_factory.mktemp('preemption')
     (root / 'data').symlink_to(toy_data_root, target_is_directory=True)
-    (root / 'random.py').write_text(RANDOM_CONFIG)
+    (root / 'tiny_random.py').write_text(RANDOM_CONFIG)
     return root
 
 
@@ -50,7 +50,7 @@ def processes_marked(run_id: str) -> list:
 
 @pytest.mark.e2e
 def test_sigterm_saves_the_iteration_and_resume_repeats_the_run(workspace):
-    config = workspace / 'random.py'
+    config = workspace / 'tiny_random.py'
     full = workspace / 'full'
     done = run(train_command(config, full, '--cfg-options', 'train_cfg.max_iters=8', gpus=2),
                workspace, workspace / 'full.log')
