@@ -121,4 +121,5 @@ def toy_runner(work_dir, *, hooks: Sequence[Hook] = (), max_iters: int = 6,
             if checkpoints else None,
             logger=dict(type='LoggerHook', interval=1)),
         custom_hooks=list(hooks), randomness=dict(seed=0), load_from=resume_from or load_from,
-        resume=resume_from is not None, log_level='WARNING')
+        resume=resume_from is not None, log_level='WARNING',
+        default_scope=None)  # no current scope left behind for later tests
