@@ -16,7 +16,8 @@ from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
 from mmengine.registry import Registry
 
 from . import models
-from .engine import ATOMIC_BACKEND, AtomicCheckpointHook, AtomicLocalBackend, CPUAmpOptimWrapper
+from .engine import (ATOMIC_BACKEND, AtomicCheckpointHook, AtomicLocalBackend, CPUAmpOptimWrapper,
+                     ExactResumeHook, NonFiniteGuardHook, PreemptionHook)
 from .utils import CODEBASES
 
 
@@ -67,5 +68,9 @@ def register_all_modules() -> None:
     _register(MMENGINE_OPTIM_WRAPPERS, CPUAmpOptimWrapper, 'CPUAmpOptimWrapper')
     # Atomic checkpoint writes (tools/train.py uses the hook in place of CheckpointHook).
     _register(MMENGINE_HOOKS, AtomicCheckpointHook, 'AtomicCheckpointHook')
+    # A run that is stopped by NaN, resumed exactly, saved on preemption (tools/train.py adds
+    # them; configs for the stock tools list them in custom_hooks).
+    for hook in (NonFiniteGuardHook, ExactResumeHook, PreemptionHook):
+        _register(MMENGINE_HOOKS, hook, hook.__name__)
     if FILE_BACKENDS.get(ATOMIC_BACKEND) is not AtomicLocalBackend:
         register_backend(ATOMIC_BACKEND, AtomicLocalBackend)

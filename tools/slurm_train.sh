@@ -6,6 +6,16 @@
 #
 # GPUS is the total number of tasks and GPUS_PER_NODE the tasks per node; GRES defaults to
 # gpu:$GPUS_PER_NODE (set GRES= on CPU-only partitions: the tasks then use gloo).
+#
+# Preemption and time limits: Slurm sends SIGTERM to every task (then SIGKILL after the
+# cluster's KillWait, 30 s by default). SRUN_ARGS="--signal=USR1@180" adds a SIGUSR1 three
+# minutes before the time limit. On either signal every task finishes its iteration, a
+# checkpoint of it is saved, and every task exits with code 75 (so does srun). Pass --resume:
+# it continues from the newest complete checkpoint of WORK_DIR, and starts fresh when there is
+# none, so the same command serves the first start and every restart. To restart by itself,
+# submit the same srun line in an sbatch script with "#SBATCH --requeue" (preempted jobs are
+# requeued) and "#SBATCH --signal=USR1@180"; after a time limit, requeue it from the script:
+# srun ... --resume; [ $? -eq 75 ] && scontrol requeue "$SLURM_JOB_ID"
 set -euo pipefail
 if [ $# -lt 4 ]; then
   echo "usage: $0 PARTITION JOB_NAME CONFIG WORK_DIR [train.py options]" >&2

@@ -12,6 +12,7 @@ import os
 import os.path as osp
 from typing import Optional, Sequence, Union
 
+import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.hooks import CheckpointHook
@@ -29,7 +30,8 @@ from .resume import (DEFAULT_FILENAME_TMPLS, checkpoint_dir, find_resumable_chec
 from .work_dir_lock import WorkDirLock
 
 __all__ = ['ExistingCheckpointsError', 'parse_cfg_options', 'load_config', 'apply_train_options',
-           'apply_test_options', 'build_runner', 'add_dump_metric']
+           'apply_test_options', 'build_runner', 'add_dump_metric', 'RUN_HOOKS',
+           'add_custom_hooks']
 
 
 class ExistingCheckpointsError(RuntimeError):
@@ -119,6 +121,40 @@ def _apply_amp(cfg: Config, amp: str) -> None:
         cfg.optim_wrapper.dtype = AMP_DTYPES['bf16' if amp == 'auto' else amp]
 
 
+#: Hooks every run of tools/train.py gets unless its config lists them (configs for the stock
+#: tools list them in ``custom_hooks``): see sec_mm/engine/hooks.
+RUN_HOOKS = ('NonFiniteGuardHook', 'ExactResumeHook', 'PreemptionHook')
+
+
+def add_custom_hooks(cfg: Config, hook_types) -> None:
+    """Append ``dict(type=T)`` to ``cfg.custom_hooks`` for each type not there yet."""
+    hooks = list(cfg.get('custom_hooks') or [])
+    present = set()
+    for hook in hooks:
+        hook_type = hook.get('type') if isinstance(hook, dict) else type(hook)
+        present.add(getattr(hook_type, '__name__', hook_type))
+    cfg.custom_hooks = hooks + [dict(type=t) for t in hook_types if t not in present]
+
+
+def _keep_the_checkpoint_seed(cfg: Config) -> None:
+    # The train sampler and the data workers are seeded when the Runner builds the loop,
+    # before it reads the checkpoint: with another seed (randomness.seed=None draws one) the
+    # data after the checkpoint would not be the original run's.
+    if not cfg.get('resume') or not cfg.get('load_from'):
+        return
+    try:
+        meta = torch.load(cfg.load_from, map_location='cpu', weights_only=True,
+                          mmap=True).get('meta') or {}
+    except Exception:  # named by the resume itself
+        return
+    seed = meta.get('seed')
+    randomness = cfg.setdefault('randomness', ConfigDict())
+    if isinstance(seed, int) and randomness.get('seed') != seed:
+        print_log(f'--resume: randomness.seed={seed}, the seed of the run being resumed (the '
+                  f'config says {randomness.get("seed")}).', logger='current')
+        randomness['seed'] = seed
+
+
 def apply_train_options(cfg: Config, config_path: str, launcher: str = 'none',
                         work_dir: Optional[str] = None, amp: Union[bool, str, None] = None,
                         resume: Optional[str] = None, force_cpu: bool = False,
@@ -148,7 +184,10 @@ def apply_train_options(cfg: Config, config_path: str, launcher: str = 'none',
             ``'auto'`` finding no complete checkpoint) in a work dir holding checkpoints.
 
     Checkpoints are written atomically (:class:`~sec_mm.engine.hooks.
-    AtomicCheckpointHook` in place of mmengine's ``CheckpointHook``).
+    AtomicCheckpointHook` in place of mmengine's ``CheckpointHook``), and the hooks of
+    :data:`RUN_HOOKS` are added unless the config has them: a non-finite loss or gradient norm
+    stops the run, a stop signal saves a checkpoint and exits, checkpoints hold what an exact
+    resume needs (a resumed run also keeps the checkpoint's seed).
     """
     check_gpus_usable(force_cpu)
     cfg.launcher = launcher
@@ -156,6 +195,7 @@ def apply_train_options(cfg: Config, config_path: str, launcher: str = 'none',
     if amp:
         _apply_amp(cfg, 'auto' if amp is True else amp)
     _use_atomic_checkpoints(cfg)
+    add_custom_hooks(cfg, RUN_HOOKS)
     if resume == 'auto':
         _resume_newest_complete(cfg)
     elif resume is not None:
@@ -165,6 +205,7 @@ def apply_train_options(cfg: Config, config_path: str, launcher: str = 'none',
         cfg.load_from = resume
     if not cfg.get('resume') and not start_fresh:
         _refuse_existing_checkpoints(cfg, resume)
+    _keep_the_checkpoint_seed(cfg)
     return adapt_cfg_to_device(cfg, launcher)
 
 
@@ -285,6 +326,7 @@ def apply_test_options(cfg: Config, config_path: str, checkpoint: str, launcher:
     """
     check_gpus_usable(force_cpu)
     _check_checkpoint_file(checkpoint, 'CHECKPOINT', 'give a complete checkpoint file')
+    add_custom_hooks(cfg, ('NonFiniteGuardHook', ))  # refuses non-finite weights
     codebase = codebase_of(cfg)
     cfg.launcher = launcher
     _set_work_dir(cfg, config_path, work_dir)
