@@ -1,7 +1,7 @@
 """Which keys of the merged configs differ between two checkouts.
 
     python tools/misc/diff_configs.py OLD_CHECKOUT NEW_CHECKOUT [--configs-dir configs]
-        [--exclude configs/multimodal ...] [--only-changed]
+        [--exclude configs/multimodal ...] [--only-changed] [--width 200]
 
 Every ``*.py`` config under ``--configs-dir`` of each checkout (files inside ``_base_``
 folders are bases, not configs, and are skipped) is merged with
@@ -11,11 +11,13 @@ with the checkout first on ``PYTHONPATH``, so ``custom_imports`` import that che
 ``sec_mm`` and the two never mix.
 
 Printed per config: ``unchanged``, or every key that changed (``~ key: old -> new``), appeared
-(``+ key: new``) or went (``- key: old``), keys written as ``a.b[2].c``; a list whose length
-changed is shown whole. A summary line ends the output. The exit status is 1 when a config
-cannot be read in either checkout, else 0 (differences are not errors).
+(``+ key: new``) or went (``- key: old``), keys written as ``a.b[2].c``; in a list that gained,
+lost or reordered items (a pipeline with a transform inserted) the items that went and came.
+Values are cut at ``--width`` characters. A summary line ends the output. The exit status is 1
+when a config cannot be read in either checkout, else 0 (differences are not errors).
 """
 import argparse
+import difflib
 import os
 import pickle
 import subprocess
@@ -86,13 +88,36 @@ def merge_in_subprocess(root: Path, configs: List[str]) -> Dict[str, Tuple[str, 
             return pickle.load(f)
 
 
-def _short(value: Any, width: int = 160) -> str:
+def _short(value: Any, width: int) -> str:
     text = repr(value)
-    return text if len(text) <= width else text[:width - 3] + '...'
+    return text if width <= 0 or len(text) <= width else text[:width - 3] + '...'
+
+
+def _types(items) -> List[Any]:
+    """The ``type`` of every dict item (a pipeline's transforms), None for other items."""
+    return [item.get('type') if isinstance(item, dict) else None for item in items]
+
+
+def _sequence_diff(old, new, path: str) -> List[Tuple[str, str, Any, Any]]:
+    """Items removed from ``old`` (at their old index) and added in ``new`` (new index)."""
+    matcher = difflib.SequenceMatcher(a=[repr(v) for v in old], b=[repr(v) for v in new],
+                                      autojunk=False)
+    changes = []
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == 'equal':
+            continue
+        changes.extend(('-', f'{path}[{i}]', old[i], MISSING) for i in range(i1, i2))
+        changes.extend(('+', f'{path}[{j}]', MISSING, new[j]) for j in range(j1, j2))
+    return changes
 
 
 def diff(old: Any, new: Any, path: str = '') -> List[Tuple[str, str, Any, Any]]:
-    """``(kind, key, old, new)`` for every difference; kind is ``~``, ``+`` or ``-``."""
+    """``(kind, key, old, new)`` for every difference; kind is ``~``, ``+`` or ``-``.
+
+    Lists are compared item by item when they have the same length and the same ``type`` at
+    every position; otherwise (a transform inserted, removed or moved) as sequences: the items
+    that went (old index) and came (new index).
+    """
     if isinstance(old, dict) and isinstance(new, dict):
         changes = []
         for key in sorted(set(old) | set(new), key=str):
@@ -104,20 +129,20 @@ def diff(old: Any, new: Any, path: str = '') -> List[Tuple[str, str, Any, Any]]:
             else:
                 changes.extend(diff(old[key], new[key], sub))
         return changes
-    same_sequence = (isinstance(old, (list, tuple)) and type(old) is type(new)
-                     and len(old) == len(new))
-    if same_sequence:
-        changes = []
-        for i, (a, b) in enumerate(zip(old, new)):
-            changes.extend(diff(a, b, f'{path}[{i}]'))
-        return changes
+    if isinstance(old, (list, tuple)) and type(old) is type(new):
+        if len(old) == len(new) and _types(old) == _types(new):
+            changes = []
+            for i, (a, b) in enumerate(zip(old, new)):
+                changes.extend(diff(a, b, f'{path}[{i}]'))
+            return changes
+        return _sequence_diff(old, new, path)
     if type(old) is type(new) and old == new:
         return []
     return [('~', path, old, new)]
 
 
 def report(old: Dict[str, Tuple[str, Any]], new: Dict[str, Tuple[str, Any]],
-           only_changed: bool = False) -> Tuple[List[str], Dict[str, int]]:
+           only_changed: bool = False, width: int = 200) -> Tuple[List[str], Dict[str, int]]:
     """The printed lines and the counts of the summary."""
     lines: List[str] = []
     counts = dict(unchanged=0, changed=0, added=0, removed=0, errors=0)
@@ -148,11 +173,11 @@ def report(old: Dict[str, Tuple[str, Any]], new: Dict[str, Tuple[str, Any]],
         lines.append(f'{rel}: {len(changes)} key(s) changed')
         for kind, key, a, b in changes:
             if kind == '~':
-                lines.append(f'    ~ {key}: {_short(a)} -> {_short(b)}')
+                lines.append(f'    ~ {key}: {_short(a, width)} -> {_short(b, width)}')
             elif kind == '+':
-                lines.append(f'    + {key}: {_short(b)}')
+                lines.append(f'    + {key}: {_short(b, width)}')
             else:
-                lines.append(f'    - {key}: {_short(a)}')
+                lines.append(f'    - {key}: {_short(a, width)}')
     return lines, counts
 
 
@@ -167,6 +192,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='config files or folders (relative to the checkout) to skip')
     parser.add_argument('--only-changed', action='store_true',
                         help='leave the unchanged configs out of the listing')
+    parser.add_argument('--width', type=int, default=200,
+                        help='cut printed values at this many characters; 0: never (default 200)')
     return parser.parse_args(argv)
 
 
@@ -184,7 +211,7 @@ def main(argv=None) -> int:
                              'checkout (the folder that holds configs/).')
         merged.append(merge_in_subprocess(root, find_configs(root, args.configs_dir,
                                                              args.exclude)))
-    lines, counts = report(*merged, only_changed=args.only_changed)
+    lines, counts = report(*merged, only_changed=args.only_changed, width=args.width)
     print('\n'.join(lines))
     total = sum(counts.values())
     print(f'\n{total} configs: {counts["unchanged"]} unchanged, {counts["changed"]} changed, '

@@ -14,9 +14,10 @@ model = dict(
     backbone=dict(_base_.secvit_backbone, _delete_=True),
     neck=dict(in_channels=[64, 128, 256, 512]))
 
-# AdamW, lr 1e-4 (the papers; the authors' RMT configs use 4e-4 at this batch size: add
+# AdamW, lr 1e-4 (the papers; the authors' RMT configs use 4e-4, 2e-4 for B 3x and L: add
 # `--cfg-options optim_wrapper.optimizer.lr=4e-4`), weight decay 0.05, no weight decay on
-# norms, float16 mixed precision with dynamic loss scaling, as the authors' detectors.
+# norms, float16 mixed precision with dynamic loss scaling, as the authors' detectors
+# (docs/recipes.md).
 optim_wrapper = dict(
     _base_.secvit_optim_wrapper,
     type='AmpOptimWrapper',

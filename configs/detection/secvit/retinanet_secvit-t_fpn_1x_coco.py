@@ -19,7 +19,7 @@ model = dict(
         out_indices=(1, 2, 3)),
     neck=dict(in_channels=[128, 256, 512], start_level=0, num_outs=5))
 
-# AdamW, lr 1e-4 (the papers; the authors' RMT configs use 4e-4 at this batch size: add
+# AdamW, lr 1e-4 (the papers; the authors' RMT configs use 4e-4, 2e-4 for L: add
 # `--cfg-options optim_wrapper.optimizer.lr=4e-4`), weight decay 1e-4 on every parameter (the
 # authors' RetinaNet has no exempt groups), float16 mixed precision with a static loss scale
 # of 512, as the authors' RetinaNet.

@@ -21,8 +21,8 @@ model = dict(
     neck=dict(in_channels=[64, 128, 256, 512]),
     decode_head=dict(num_classes=150))
 
-# PVT's Semantic FPN optimizer: AdamW lr 1e-4, weight decay 1e-4 on every parameter, float32,
-# and poly decay down to 1e-6, as the authors' Semantic FPN.
+# PVT's Semantic FPN optimizer, AdamW lr 1e-4 and weight decay 1e-4, here on every parameter,
+# in float32 and with poly decay down to 1e-6, as the authors' Semantic FPN (docs/recipes.md).
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
