@@ -11,8 +11,9 @@ with the checkout first on ``PYTHONPATH``, so ``custom_imports`` import that che
 ``sec_mm`` and the two never mix.
 
 Printed per config: ``unchanged``, or every key that changed (``~ key: old -> new``), appeared
-(``+ key: new``) or went (``- key: old``), keys written as ``a.b[2].c``; in a list that gained,
-lost or reordered items (a pipeline with a transform inserted) the items that went and came.
+(``+ key: new``) or went (``- key: old``), keys written as ``a.b[2].c``; in a list of dicts that
+gained, lost or reordered items (a pipeline with a transform inserted) the items that went and
+came; any other list that changed length, whole.
 Values are cut at ``--width`` characters. A summary line ends the output. The exit status is 1
 when a config cannot be read in either checkout, else 0 (differences are not errors).
 """
@@ -115,8 +116,8 @@ def diff(old: Any, new: Any, path: str = '') -> List[Tuple[str, str, Any, Any]]:
     """``(kind, key, old, new)`` for every difference; kind is ``~``, ``+`` or ``-``.
 
     Lists are compared item by item when they have the same length and the same ``type`` at
-    every position; otherwise (a transform inserted, removed or moved) as sequences: the items
-    that went (old index) and came (new index).
+    every position; otherwise lists of dicts (a transform inserted, removed or moved) as
+    sequences: the items that went (old index) and came (new index); other lists whole.
     """
     if isinstance(old, dict) and isinstance(new, dict):
         changes = []
@@ -135,7 +136,8 @@ def diff(old: Any, new: Any, path: str = '') -> List[Tuple[str, str, Any, Any]]:
             for i, (a, b) in enumerate(zip(old, new)):
                 changes.extend(diff(a, b, f'{path}[{i}]'))
             return changes
-        return _sequence_diff(old, new, path)
+        if any(isinstance(v, dict) for v in (*old, *new)):
+            return _sequence_diff(old, new, path)
     if type(old) is type(new) and old == new:
         return []
     return [('~', path, old, new)]
