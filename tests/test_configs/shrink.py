@@ -6,7 +6,9 @@ big: the datasets (the toy COCO / ADE / ImageNet sets of ``tools/misc/make_toy_d
 the class count, the image sizes (every ``scale``/``scales``/``crop_size`` of the pipelines and
 the segmentor's crop size, scaled by one factor), batch sizes, workers, the run length and the
 number of region proposals. Pretrained backbone weights are dropped (random init), SyncBN
-becomes BN (one process has nothing to synchronise), and no checkpoint is written.
+becomes BN (one process has nothing to synchronise), a config's float16 mixed precision
+(``AmpOptimWrapper``, which needs an accelerator) runs as bfloat16 ``CPUAmpOptimWrapper`` where
+there is none, as ``tools/train.py --amp`` does on CPU, and no checkpoint is written.
 
 Usage::
 
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Union
 
 from mmengine.config import Config
+from mmengine.device import get_device
 from mmengine.runner import Runner
 from tool_helpers import load_tool
 
@@ -171,6 +174,16 @@ def _replace_type(node: Any, old: str, new: str) -> None:
     _walk(node, replace)
 
 
+def _amp_on_this_machine(cfg: Config) -> None:
+    """mmengine's AmpOptimWrapper only runs on an accelerator; on CPU the mixed precision of
+    the config runs in bfloat16 (which needs no loss scaling) through CPUAmpOptimWrapper."""
+    wrapper = cfg.get('optim_wrapper')
+    if wrapper and wrapper.get('type') == 'AmpOptimWrapper' and get_device() == 'cpu':
+        wrapper.type = 'CPUAmpOptimWrapper'
+        wrapper.pop('loss_scale', None)
+        wrapper.dtype = 'bfloat16'
+
+
 def _shorten_run(cfg: Config, iters: int) -> None:
     loop = cfg.train_cfg
     if loop.get('type', 'EpochBasedTrainLoop') == 'IterBasedTrainLoop' or 'max_iters' in loop:
@@ -244,6 +257,7 @@ def shrink_config(cfg: Config,
     if cfg.get('data_preprocessor'):
         _set_everywhere(cfg.data_preprocessor, 'num_classes', num_classes)
     _fewer_proposals(cfg.model, max_proposals)
+    _amp_on_this_machine(cfg)
 
     # Data.
     num_train_images = batch_size * iters

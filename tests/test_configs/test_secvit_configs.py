@@ -1,5 +1,6 @@
-"""The SECViT configs: paper parameter counts, the paper's recipes, and one real Runner
-training iteration plus a validation pass of every config on the toy sets."""
+"""The SECViT configs: paper parameter counts, backbone wiring, and one real Runner training
+iteration plus a validation pass of every config on the toy sets (the recipes:
+test_recipes.py)."""
 import copy
 import importlib
 import math
@@ -92,7 +93,8 @@ def test_parameter_counts_match_the_papers():
 
 
 @pytest.mark.parametrize('path', DENSE_CONFIGS, ids=_id)
-def test_dense_config_follows_the_paper_recipe(path):
+def test_dense_config_wires_the_backbone(path):
+    """Backbone, weights and channel wiring; the training recipes are in test_recipes.py."""
     cfg = _load(path)
     arch = _arch(path)
     assert cfg.custom_imports == dict(imports=['sec_mm'], allow_failed_imports=False)
@@ -105,44 +107,14 @@ def test_dense_config_follows_the_paper_recipe(path):
     in_channels = [channels[i] for i in backbone.out_indices]
     neck_or_head = cfg.model.get('neck') or cfg.model.decode_head
     assert list(neck_or_head.in_channels) == in_channels
-    optimizer = cfg.optim_wrapper.optimizer
-    assert optimizer.type == 'AdamW'
-    assert cfg.optim_wrapper.paramwise_cfg == dict(norm_decay_mult=0.)
     name = Path(path).name
-
-    if name.startswith(('mask-rcnn', 'cascade', 'retinanet')):
-        assert optimizer.lr == 1e-4
-        assert optimizer.weight_decay == (1e-4 if name.startswith('retinanet') else 0.05)
-        resize = cfg.train_dataloader.dataset.pipeline[2]
-        steps = cfg.param_scheduler[1]
-        if '_1x_' in name:
-            assert cfg.train_cfg.max_epochs == 12 and steps.milestones == [8, 11]
-            assert resize.type == 'Resize' and resize.scale == (1333, 800)
-        else:
-            assert cfg.train_cfg.max_epochs == 36 and steps.milestones == [27, 33]
-            assert resize.type == 'RandomChoiceResize'
-            assert sorted(min(s) for s in resize.scales) == list(range(480, 801, 32))
-            assert all(max(s) == 1333 for s in resize.scales)
-        if name.startswith('cascade'):
-            heads = cfg.model.roi_head.bbox_head
-            assert [h.num_shared_convs for h in heads] == [4, 4, 4]
-            assert [h.loss_bbox.type for h in heads] == ['GIoULoss'] * 3
-    elif name.startswith('upernet'):
-        # Swin's ADE20K recipe.
-        assert (optimizer.lr, optimizer.weight_decay) == (6e-5, 0.01)
-        warmup, decay = cfg.param_scheduler
-        assert warmup.type == 'LinearLR' and warmup.end == 1500
-        assert decay.type == 'PolyLR' and decay.power == 1.0 and decay.end == 160000
-        assert cfg.train_cfg.max_iters == 160000
+    if name.startswith('cascade'):
+        heads = cfg.model.roi_head.bbox_head
+        assert [h.num_shared_convs for h in heads] == [4, 4, 4]
+        assert [h.loss_bbox.type for h in heads] == ['GIoULoss'] * 3
+    if name.startswith('upernet'):
         assert cfg.model.auxiliary_head.in_channels == channels[2]
-    else:
-        # PVT's Semantic FPN recipe.
-        assert (optimizer.lr, optimizer.weight_decay) == (1e-4, 1e-4)
-        (decay, ) = cfg.param_scheduler
-        assert decay.type == 'PolyLR' and decay.power == 0.9 and decay.end == 80000
-        assert cfg.train_cfg.max_iters == 80000
     if name.startswith(('upernet', 'fpn')):
-        assert cfg.train_dataloader.batch_size == 2
         assert cfg.model.data_preprocessor.size == (512, 512)
         assert cfg.model.decode_head.num_classes == 150
 

@@ -1,6 +1,7 @@
 # Mask R-CNN with an SEC-DeiT-S backbone (4 clusters), 1x schedule (12 epochs, 800x1333) on COCO.
-# The plain backbone gives one stride-16 map; mmseg's MultiLevelNeck resamples it into a simple
-# 4-level pyramid (strides 4, 8, 16, 32) and the stock FPN fuses it into Mask R-CNN's 5 levels.
+# The plain backbone gives the stride-16 maps of blocks 3, 6, 9 and 12; mmseg's MultiLevelNeck
+# resamples them into a 4-level pyramid (strides 4, 8, 16, 32), as mmseg's DeiT/ViT UperNet
+# configs do, and the stock FPN fuses it into Mask R-CNN's 5 levels.
 # Paper: SEC-DeiT-S 47.7 box AP / 42.7 mask AP (DeiT-S 44.5 / 40.1).
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
@@ -20,7 +21,7 @@ model = dict(
         img_size=224,
         drop_path_rate=0.1,
         out_type='featmap',
-        out_indices=(11, ),
+        out_indices=(2, 5, 8, 11),
         # ImageNet-1k weights of configs/classification/sec_deit/sec-deit-s_4xb256_in1k.py.
         init_cfg=dict(
             type='Pretrained',
@@ -30,7 +31,7 @@ model = dict(
     neck=[
         dict(
             type='mmseg.MultiLevelNeck',
-            in_channels=[384],
+            in_channels=[384] * 4,
             out_channels=384,
             scales=[4, 2, 1, 0.5]),
         dict(type='FPN', in_channels=[384] * 4, out_channels=256, num_outs=5)

@@ -1,6 +1,7 @@
-# Cascade Mask R-CNN with a SECViT-S backbone, 3x schedule (36 epochs) with multi-scale
-# training (shorter side 480-800). The box heads are the 4conv-1fc GIoU heads that Swin's and
-# ConvNeXt's Cascade Mask R-CNN use. The base of the SECViT Cascade Mask R-CNN family.
+# Cascade Mask R-CNN with a SECViT-S backbone, 3x schedule (36 epochs) with the multi-scale and
+# crop policy of mask-rcnn_secvit-s_fpn_ms-3x_coco.py. The box heads are the 4conv-1fc GIoU heads
+# that Swin's and ConvNeXt's Cascade Mask R-CNN use. The base of the SECViT Cascade Mask R-CNN
+# family.
 _base_ = [
     'mmdet::_base_/models/cascade-mask-rcnn_r50_fpn.py',
     'mmdet::_base_/datasets/coco_instance.py',
@@ -45,27 +46,48 @@ model = dict(
         for stds in stage_target_stds
     ]))
 
+multi_scale = [(1333, short) for short in range(480, 801, 32)]
 train_pipeline = [
     dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(
-        type='RandomChoiceResize',
-        scales=[(1333, short) for short in range(480, 801, 32)],
-        keep_ratio=True),
     dict(type='RandomFlip', prob=0.5),
+    dict(
+        type='RandomChoice',
+        transforms=[
+            [dict(type='RandomChoiceResize', scales=multi_scale, keep_ratio=True)],
+            [
+                dict(
+                    type='RandomChoiceResize',
+                    scales=[(1333, 400), (1333, 500), (1333, 600)],
+                    keep_ratio=True),
+                dict(
+                    type='RandomCrop',
+                    crop_type='absolute_range',
+                    crop_size=(384, 600),
+                    allow_negative_crop=True),
+                dict(type='RandomChoiceResize', scales=multi_scale, keep_ratio=True)
+            ]
+        ]),
     dict(type='PackDetInputs')
 ]
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 
-# AdamW, lr 1e-4, weight decay 0.05, no weight decay on normalization layers.
+# AdamW, lr 1e-4 (the papers; the authors' RMT configs use 4e-4, 2e-4 for B: add
+# `--cfg-options optim_wrapper.optimizer.lr=4e-4`), weight decay 0.05, none on any norm layer
+# (the authors' Cascade config exempts every norm, the stem's and the box heads' BatchNorms
+# too), float16 mixed precision with dynamic loss scaling, as the authors' detectors.
 optim_wrapper = dict(
     _base_.secvit_optim_wrapper,
-    optimizer=dict(_base_.secvit_optim_wrapper.optimizer, _delete_=True))
+    type='AmpOptimWrapper',
+    loss_scale='dynamic',
+    optimizer=dict(_base_.secvit_optim_wrapper.optimizer, _delete_=True),
+    paramwise_cfg=dict(norm_decay_mult=0.))
 
 max_epochs = 36
 train_cfg = dict(max_epochs=max_epochs)
+# 500 warm-up iterations, as the authors' detection configs.
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=1000),
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=500),
     dict(
         type='MultiStepLR',
         begin=0,

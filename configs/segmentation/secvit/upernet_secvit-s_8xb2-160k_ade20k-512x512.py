@@ -25,10 +25,13 @@ model = dict(
     decode_head=dict(in_channels=[64, 128, 256, 512], num_classes=150),
     auxiliary_head=dict(in_channels=256, num_classes=150))
 
-# Swin's ADE20K optimizer: AdamW lr 6e-5, weight decay 0.01, none on normalization layers.
+# Swin's ADE20K optimizer: AdamW lr 6e-5, weight decay 0.01, none on norms; float16 mixed
+# precision with a static loss scale of 512, as the authors' UperNet.
 optim_wrapper = dict(
     _base_.secvit_optim_wrapper,
     _delete_=True,
+    type='AmpOptimWrapper',
+    loss_scale=512.,
     optimizer=dict(_base_.secvit_optim_wrapper.optimizer, lr=0.00006, weight_decay=0.01))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),

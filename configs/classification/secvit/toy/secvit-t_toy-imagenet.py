@@ -33,9 +33,12 @@ test_pipeline = [
 ]
 # CustomDataset: the toy set has 3 class folders, ImageNet's class insists on its 1000.
 _toy_dataset = dict(_delete_=True, type='CustomDataset', data_root=data_root, with_label=True)
+# Plain shuffling: with the recipe's repeated augmentation, one process would see every image
+# three times in a row, in the same batch.
 train_dataloader = dict(
     batch_size=8,
     num_workers=1,
+    sampler=dict(type='DefaultSampler', shuffle=True),
     dataset=dict(**_toy_dataset, data_prefix='train', pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=8,
