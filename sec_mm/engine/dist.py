@@ -20,13 +20,20 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 
 __all__ = [
-    'LAUNCHERS', 'cuda_available', 'visible_nvidia_gpus', 'check_gpus_usable',
+    'LAUNCHERS', 'accelerator_available', 'cuda_available', 'visible_nvidia_gpus', 'check_gpus_usable',
     'select_dist_backend', 'init_distributed', 'revert_sync_bn_cfg', 'adapt_cfg_to_device'
 ]
 
 LAUNCHERS = ('none', 'pytorch', 'slurm')
 # Norm types that synchronise over processes and need CUDA tensors.
 SYNC_BN_TYPES = ('SyncBN', 'MMSyncBN', 'SyncBatchNorm', 'nn.SyncBatchNorm')
+
+
+def accelerator_available() -> bool:
+    """Whether mmengine finds an accelerator (GPU, NPU, MLU, MUSA): its ``AmpOptimWrapper``
+    runs only there."""
+    from mmengine.device import get_device
+    return get_device() != 'cpu'
 
 
 def cuda_available() -> bool:
@@ -168,7 +175,9 @@ def adapt_cfg_to_device(cfg: Config, launcher: str) -> Config:
 
     - ``env_cfg.dist_cfg.backend`` becomes :func:`select_dist_backend`.
     - Without CUDA: ``SyncBN`` norms become ``BN`` (SyncBN needs GPUs) and ``cfg.sync_bn`` is
-      dropped; when distributed, DDP wraps the CPU model with ``device_ids=None``.
+      dropped; a config's ``AmpOptimWrapper`` (the dense recipes train in fp16) becomes the
+      bfloat16 ``CPUAmpOptimWrapper`` (mmengine's needs an accelerator, and CPU float16 is
+      slow); when distributed, DDP wraps the CPU model with ``device_ids=None``.
 
     On CUDA machines only the backend is set, so GPU runs behave exactly as before.
     """
@@ -185,6 +194,15 @@ def adapt_cfg_to_device(cfg: Config, launcher: str) -> Config:
     if cfg.get('sync_bn') is not None:
         print_log(f'No CUDA: sync_bn={cfg.sync_bn!r} is ignored.', logger='current')
         cfg.sync_bn = None
+    wrapper = cfg.get('optim_wrapper')
+    if isinstance(wrapper, dict) and wrapper.get('type') == 'AmpOptimWrapper':
+        if not accelerator_available():
+            wrapper['type'] = 'CPUAmpOptimWrapper'
+            if wrapper.get('dtype') in (None, 'float16', torch.float16):
+                wrapper['dtype'] = 'bfloat16'
+            wrapper.pop('loss_scale', None)  # bfloat16 needs no loss scaling
+            print_log(f"No accelerator: the config's AmpOptimWrapper runs as CPUAmpOptimWrapper "
+                      f"({wrapper['dtype']}).", logger='current')
 
     if launcher != 'none':
         from mmengine.registry import MODEL_WRAPPERS

@@ -22,7 +22,8 @@ from mmengine.runner import Runner
 from sec_mm.checkpoint import checkpoint_problem
 from sec_mm.utils import codebase_of
 
-from .dist import adapt_cfg_to_device, check_gpus_usable, init_distributed
+from .dist import (accelerator_available, adapt_cfg_to_device, check_gpus_usable,
+                   init_distributed)
 from .lifetime import bind_to_launcher
 from .peer_watchdog import DEFAULT_PEER_TIMEOUT, start_peer_watchdog
 from .resume import (DEFAULT_FILENAME_TMPLS, checkpoint_dir, find_resumable_checkpoint,
@@ -87,12 +88,6 @@ def _set_work_dir(cfg: Config, config_path: str, work_dir: Optional[str]) -> Non
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
 
 
-def amp_device_available() -> bool:
-    """Whether mixed-precision training can run (mmengine's AmpOptimWrapper needs a GPU)."""
-    from mmengine.device import get_device
-    return get_device() != 'cpu'
-
-
 #: ``--amp`` values and the autocast dtype each means.
 AMP_DTYPES = {'fp16': 'float16', 'bf16': 'bfloat16'}
 
@@ -103,13 +98,16 @@ def _apply_amp(cfg: Config, amp: str) -> None:
         raise ValueError(f'--amp takes fp16 or bf16 (or nothing), got {amp!r}.')
     wrapper_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
     if wrapper_type in ('AmpOptimWrapper', 'CPUAmpOptimWrapper'):
-        print_log('AMP training is already enabled in the config.', logger='current',
-                  level=logging.WARNING)
+        # The dense recipes train in fp16 already; an explicit --amp fp16|bf16 picks the type.
+        if amp != 'auto':
+            cfg.optim_wrapper.dtype = AMP_DTYPES[amp]
+        print_log(f'AMP training is already enabled in the config '
+                  f"({cfg.optim_wrapper.get('dtype', 'float16')}).", logger='current')
         return
     if wrapper_type != 'OptimWrapper':
         raise ValueError(f'--amp needs optim_wrapper.type OptimWrapper (it becomes '
                          f'AmpOptimWrapper); the config has {wrapper_type!r}.')
-    if amp_device_available():
+    if accelerator_available():
         # float16 by default, with dynamic loss scaling, as the stock tools' --amp.
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.dtype = AMP_DTYPES['fp16' if amp == 'auto' else amp]

@@ -166,7 +166,8 @@ def test_checkpoints_are_written_atomically(configs):
 def pretend_gpu(monkeypatch):
     """Take the accelerator branch of our helpers whatever the host has (only our logic runs)."""
     from sec_mm.engine import dist, launch
-    monkeypatch.setattr(launch, 'amp_device_available', lambda: True)
+    monkeypatch.setattr(launch, 'accelerator_available', lambda: True)
+    monkeypatch.setattr(dist, 'accelerator_available', lambda: True)
     monkeypatch.setattr(dist, 'cuda_available', lambda: True)
 
 
@@ -174,7 +175,8 @@ def pretend_gpu(monkeypatch):
 def pretend_cpu(monkeypatch):
     """Take the CPU branch of our helpers whatever the host has."""
     from sec_mm.engine import dist, launch
-    monkeypatch.setattr(launch, 'amp_device_available', lambda: False)
+    monkeypatch.setattr(launch, 'accelerator_available', lambda: False)
+    monkeypatch.setattr(dist, 'accelerator_available', lambda: False)
     monkeypatch.setattr(dist, 'cuda_available', lambda: False)
     monkeypatch.setattr(dist, 'visible_nvidia_gpus', lambda: [])
 
@@ -188,8 +190,9 @@ def test_amp_on_gpus(configs, name, amp, dtype, pretend_gpu):
     assert cfg.optim_wrapper.dtype == dtype
     assert cfg.optim_wrapper.loss_scale == 'dynamic'
     assert cfg.optim_wrapper.optimizer == configs[name].optim_wrapper.optimizer
-    # Already AMP: left as it is.
-    assert apply_train_options(cfg, 'x.py', amp='bf16').optim_wrapper.dtype == dtype
+    # Already AMP (the dense recipes train in fp16): the type is kept, an explicit one taken.
+    assert apply_train_options(cfg, 'x.py', amp=True).optim_wrapper.dtype == dtype
+    assert apply_train_options(cfg, 'x.py', amp='bf16').optim_wrapper.dtype == 'bfloat16'
 
 
 @pytest.mark.parametrize('amp,dtype', [(True, 'bfloat16'), ('bf16', 'bfloat16'),
@@ -198,6 +201,17 @@ def test_amp_on_cpu(configs, amp, dtype, pretend_cpu):
     cfg = apply_train_options(fresh(configs, 'det'), str(DET), amp=amp)
     assert cfg.optim_wrapper.type == 'CPUAmpOptimWrapper'
     assert cfg.optim_wrapper.dtype == dtype
+
+
+def test_fp16_recipes_run_in_bfloat16_on_cpu(pretend_cpu):
+    # The authors trained the detectors in fp16 (AmpOptimWrapper): mmengine's wrapper needs an
+    # accelerator, so on CPU the same config trains under bfloat16 autocast.
+    config = REPO / 'configs/detection/secvit/mask-rcnn_secvit-t_fpn_1x_coco.py'
+    cfg = load_config(str(config))
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    cfg = apply_train_options(cfg, str(config))
+    assert cfg.optim_wrapper.type == 'CPUAmpOptimWrapper'
+    assert cfg.optim_wrapper.dtype == 'bfloat16' and 'loss_scale' not in cfg.optim_wrapper
 
 
 def test_amp_off_and_bad_values(configs):
