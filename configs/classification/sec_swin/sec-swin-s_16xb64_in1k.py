@@ -2,7 +2,10 @@
 # DeiT augmentation) with only the backbone changed: every (shifted) window attention becomes
 # SEC attention, [32, 8, 2, global] clusters per stage, with RoPE and LCE as in the released
 # SEC layer. The papers' strict comparison: 50M params, 9.3G FLOPs, 84.8 top-1 (Swin-S 83.0).
-_base_ = 'mmpretrain::swin_transformer/swin-small_16xb64_in1k.py'
+_base_ = [
+    'mmpretrain::swin_transformer/swin-small_16xb64_in1k.py',
+    '../../_base_/sec_run_hooks.py',
+]
 custom_imports = dict(imports=['sec_mm'], allow_failed_imports=False)
 
 model = dict(backbone=dict(type='SECSwinTransformer'))

@@ -2,7 +2,10 @@
 # DeiT augmentation) with only the backbone changed: every (shifted) window attention becomes
 # SEC attention, [32, 8, 2, global] clusters per stage, with RoPE and LCE as in the released
 # SEC layer. The papers' strict comparison: 29M params, 4.9G FLOPs, 83.6 top-1 (Swin-T 81.3).
-_base_ = 'mmpretrain::swin_transformer/swin-tiny_16xb64_in1k.py'
+_base_ = [
+    'mmpretrain::swin_transformer/swin-tiny_16xb64_in1k.py',
+    '../../_base_/sec_run_hooks.py',
+]
 custom_imports = dict(imports=['sec_mm'], allow_failed_imports=False)
 
 model = dict(backbone=dict(type='SECSwinTransformer'))

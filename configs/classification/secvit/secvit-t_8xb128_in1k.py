@@ -43,6 +43,10 @@ param_scheduler = [
 # Model EMA; the released S/B/L accuracies are the EMA weights'. DeiT's decay 0.99996 per 512
 # images, raised to the power batch / 512 as the release does: 1 - 0.99996 ** 2 = 8e-5 per
 # iteration. The BatchNorm statistics are averaged too, as in the release (timm's ModelEma).
+# After it, sec_mm's run hooks (configs/_base_/sec_run_hooks.py: a list replaces a base's).
 custom_hooks = [
-    dict(type='EMAHook', momentum=8e-5, update_buffers=True, priority='ABOVE_NORMAL')
+    dict(type='EMAHook', momentum=8e-5, update_buffers=True, priority='ABOVE_NORMAL'),
+    dict(type='NonFiniteGuardHook'),
+    dict(type='ExactResumeHook'),
+    dict(type='PreemptionHook'),
 ]

@@ -7,7 +7,8 @@ _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
     'mmdet::_base_/datasets/coco_instance.py',
     'mmdet::_base_/schedules/schedule_1x.py',
-    'mmdet::_base_/default_runtime.py'
+    'mmdet::_base_/default_runtime.py',
+    '../../_base_/sec_run_hooks.py',
 ]
 custom_imports = dict(imports=['sec_mm'], allow_failed_imports=False)
 

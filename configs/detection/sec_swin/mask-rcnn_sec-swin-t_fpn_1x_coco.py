@@ -2,7 +2,10 @@
 # Swin-T Mask R-CNN config (AdamW lr 1e-4, weight decay 0.05, no decay on norms) with only the
 # backbone changed. Paper (strict comparison with Swin-T 43.7 box AP / 39.8 mask AP): SEC-Swin-T
 # 48.3 / 43.4. The -s config changes only the backbone.
-_base_ = 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py'
+_base_ = [
+    'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py',
+    '../../_base_/sec_run_hooks.py',
+]
 custom_imports = dict(imports=['sec_mm'], allow_failed_imports=False)
 
 model = dict(

@@ -8,7 +8,8 @@ _base_ = [
     'mmdet::_base_/schedules/schedule_1x.py',
     'mmdet::_base_/default_runtime.py',
     '../../_base_/secvit_dense_backbone.py',
-    '../../_base_/secvit_adamw.py'
+    '../../_base_/secvit_adamw.py',
+    '../../_base_/sec_run_hooks.py',
 ]
 custom_imports = dict(imports=['sec_mm'], allow_failed_imports=False)
 

@@ -4,7 +4,10 @@
 # blocks 3, 6, 9 and 12 and the MultiLevelNeck resamples them into 4 scales (strides 4, 8, 16,
 # 32), as in mmseg's config.
 # Paper: SEC-DeiT-S 47.5 mIoU (DeiT-S 43.0).
-_base_ = 'mmseg::vit/vit_deit-s16_mln_upernet_8xb2-160k_ade20k-512x512.py'
+_base_ = [
+    'mmseg::vit/vit_deit-s16_mln_upernet_8xb2-160k_ade20k-512x512.py',
+    '../../_base_/sec_run_hooks.py',
+]
 custom_imports = dict(imports=['sec_mm'], allow_failed_imports=False)
 
 model = dict(

@@ -2,7 +2,10 @@
 # images: mmseg's Swin-T UperNet config (AdamW lr 6e-5, weight decay 0.01, 1500-iteration
 # warm-up) with only the backbone changed. Paper (strict comparison with Swin-T 44.5 mIoU):
 # SEC-Swin-T 49.3. The -s config changes only the backbone.
-_base_ = 'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'
+_base_ = [
+    'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
+    '../../_base_/sec_run_hooks.py',
+]
 custom_imports = dict(imports=['sec_mm'], allow_failed_imports=False)
 
 model = dict(

@@ -7,7 +7,8 @@ _base_ = [
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_160k.py',
     '../../_base_/secvit_dense_backbone.py',
-    '../../_base_/secvit_adamw.py'
+    '../../_base_/secvit_adamw.py',
+    '../../_base_/sec_run_hooks.py',
 ]
 custom_imports = dict(imports=['sec_mm'], allow_failed_imports=False)
 
