@@ -12,10 +12,10 @@ from torch import Tensor
 
 from sec_mm.models.layers import SECViTBlock
 from sec_mm.models.layers.memory_format import channels_last_conv_weights
-from sec_mm.models.utils import (FrozenStagesMixin, StrictPretrainedMixin, check_int,
+from sec_mm.checkpoint import require_fitting_state_dict
+from sec_mm.models.utils import (FrozenStagesMixin, StrictPretrainedMixin, check_bool, check_int,
                                  check_out_indices, check_positive_number, check_probability,
                                  expand_cluster_setting, is_int)
-from sec_mm.checkpoint import require_fitting_state_dict
 
 
 @contextlib.contextmanager
@@ -94,12 +94,14 @@ class SECViT(StrictPretrainedMixin, FrozenStagesMixin, BaseModule):
         mlp_ratio (float, optional): Overrides the arch's FFN ratio in every stage.
         drop_path_rate (float): Stochastic depth, linear from 0 over all blocks. Defaults to
             0.1.
-        layer_scale_init_value (float): Initial layer scale in the stages the arch enables it
-            for. Defaults to 1e-6.
+        layer_scale_init_value (float): Initial layer scale (a positive finite number) in the
+            stages the arch enables it for; the arch's ``layer_scales`` turn it on or off.
+            Defaults to 1e-6.
         use_rope (bool): 2-D RoPE in attention. Defaults to True.
         use_lce (bool): Local context enhancement in attention. Defaults to True.
         out_indices (Sequence[int]): Stages whose outputs are returned (strides 4, 8, 16,
-            32; taken after the blocks, before the downsample). Defaults to ``(3, )``.
+            32; taken after the blocks, before the downsample); negative ones count from the
+            end, as Python's (-1 is the last stage, stored as 3). Defaults to ``(3, )``.
         frozen_stages (int): -1 trains everything; 0 freezes the stem; ``k`` freezes the stem
             and the first ``k`` stages (with their downsamples). Defaults to -1.
         norm_eval (bool): Keep BatchNorm layers in eval mode while training. Defaults to False.
@@ -188,6 +190,10 @@ class SECViT(StrictPretrainedMixin, FrozenStagesMixin, BaseModule):
         if mlp_ratio is not None:
             check_positive_number('SECViT', 'mlp_ratio', mlp_ratio)
         check_probability('SECViT', 'drop_path_rate', drop_path_rate)
+        check_positive_number('SECViT', 'layer_scale_init_value', layer_scale_init_value)
+        for name, flag in (('use_rope', use_rope), ('use_lce', use_lce),
+                           ('norm_eval', norm_eval), ('with_cp', with_cp)):
+            check_bool('SECViT', name, flag)
         self.embed_dims = embed_dims
         self.in_channels = in_channels
         self.out_indices = check_out_indices('SECViT', out_indices, self.num_stages)
@@ -285,6 +291,13 @@ class SECViT(StrictPretrainedMixin, FrozenStagesMixin, BaseModule):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f'SECViT expects images of shape (B, {self.in_channels}, H, W), '
                              f'got {tuple(x.shape)}.')
+        weight_dtype = self.patch_embed[0].conv.weight.dtype
+        # (Lower precision than the weights is autocast's business; more is a mistake.)
+        if not x.is_floating_point() or (x.dtype == torch.float64 != weight_dtype):
+            raise TypeError(
+                f'SECViT expects {weight_dtype} images (its weights are {weight_dtype}); got '
+                f'{x.dtype}. Normalise integer images first (a data preprocessor does), or '
+                f'convert the input (x.to({weight_dtype})) or the model.')
         # Channels-last throughout: 1x1 convs become plain matrix products over tokens,
         # depthwise convs and LayerNorm over channels run several times faster, and SEC
         # attention reads tokens without copies. Results are unchanged.

@@ -1,9 +1,10 @@
 """Checks of the SEC backbones' arguments: a bad value stops with the argument's name, the
 value and what is allowed, instead of a TypeError deep inside a comparison or a conv."""
+import math
 import numbers
 from typing import Any, Optional, Sequence, Tuple
 
-__all__ = ['is_int', 'check_int', 'check_out_indices', 'check_positive_number',
+__all__ = ['is_int', 'check_int', 'check_bool', 'check_out_indices', 'check_positive_number',
            'check_probability']
 
 
@@ -27,6 +28,13 @@ def check_int(model_name: str, name: str, value: Any, low: int,
     if value < low or (high is not None and value > high):
         raise ValueError(f'`{name}` of {model_name} must be {allowed}; got {value!r}.')
     return int(value)
+
+
+def check_bool(model_name: str, name: str, value: Any) -> bool:
+    """A bool (``'no'`` is a string, and a true one), else TypeError naming it."""
+    if not isinstance(value, bool):
+        raise TypeError(f'`{name}` of {model_name} must be True or False; got {_shown(value)}.')
+    return value
 
 
 def check_out_indices(model_name: str, out_indices: Any,
@@ -62,12 +70,14 @@ def check_out_indices(model_name: str, out_indices: Any,
 
 
 def check_positive_number(model_name: str, name: str, value: Any) -> float:
-    """A real number > 0 (e.g. an FFN ratio), else TypeError / ValueError naming it."""
+    """A finite real number > 0 (an FFN ratio, a layer scale), else TypeError / ValueError
+    naming it."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f'`{name}` of {model_name} must be a positive number; got '
                         f'{_shown(value)}.')
-    if not value > 0:
-        raise ValueError(f'`{name}` of {model_name} must be a positive number; got {value!r}.')
+    if not 0 < value < math.inf:
+        raise ValueError(f'`{name}` of {model_name} must be a positive number; got {value!r}'
+                         + (' (a finite one)' if value == math.inf else '') + '.')
     return value
 
 

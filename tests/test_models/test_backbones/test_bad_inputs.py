@@ -82,6 +82,16 @@ def test_ops_take_empty_batches():
      r'`embed_dims` must be multiples of `num_heads`'),
     (dict(arch=dict(TINY, mlp_ratios=[3, 3, 0, 3])), ValueError, r'arch `mlp_ratios` entry'),
     (dict(arch='q'), ValueError, r"Unknown SECViT arch 'q'"),
+    (dict(mlp_ratio=float('inf')), ValueError, r'`mlp_ratio` of SECViT must be a positive '
+     r'number; got inf \(a finite one\)'),
+    # These turned layer scale off, or RoPE on, without a word.
+    (dict(layer_scale_init_value=float('nan')), ValueError,
+     r'`layer_scale_init_value` of SECViT must be a positive number; got nan'),
+    (dict(layer_scale_init_value=-1e9), ValueError,
+     r'`layer_scale_init_value` of SECViT must be a positive number; got -1000000000\.0'),
+    (dict(use_rope='no'), TypeError, r"`use_rope` of SECViT must be True or False; got 'no' "
+     r'\(str\)'),
+    (dict(with_cp=1), TypeError, r'`with_cp` of SECViT must be True or False; got 1 \(int\)'),
 ])
 def test_bad_secvit_arguments_are_named(kwargs, error, message):
     kwargs = dict(dict(arch=TINY), **kwargs)
@@ -100,3 +110,14 @@ def test_bad_arguments_of_the_mmpretrain_based_backbones(cls, arch):
         cls(arch, num_clusters=2.5)
     with pytest.raises(TypeError, match=rf'`cluster_size` of {name} must be an int'):
         cls(arch, cluster_size=[49.5])
+
+
+def test_images_of_another_type_are_named():
+    model = SECViT(arch=TINY).eval()
+    for images in (torch.randint(0, 255, (1, 3, 64, 64), dtype=torch.uint8),
+                   torch.rand(1, 3, 64, 64, dtype=torch.float64)):
+        with pytest.raises(TypeError, match=rf'SECViT expects torch\.float32 images .*got '
+                           rf'{images.dtype}\. Normalise integer images first'):
+            model(images)
+    # Negative out_indices count from the end, as documented.
+    assert SECViT(arch=TINY, out_indices=(-1, )).out_indices == (3, )
