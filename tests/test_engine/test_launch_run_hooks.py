@@ -27,7 +27,9 @@ def test_train_and_test_runs_get_the_run_hooks(tmp_path):
                                'PreemptionHook']
     checkpoint = tmp_path / 'w.pth'
     torch.save(dict(state_dict={}), checkpoint)
-    cfg = apply_test_options(load_config(str(SEG)), str(SEG), str(checkpoint))
+    cfg = load_config(str(SEG))
+    cfg.custom_hooks = []  # (the repository's configs carry the run hooks themselves)
+    cfg = apply_test_options(cfg, str(SEG), str(checkpoint))
     assert hook_types(cfg) == ['NonFiniteGuardHook']
 
 
