@@ -1,5 +1,6 @@
 """sec_mm.engine.data_audit: data faults of the toy COCO, ADE and ImageNet sets are named before
 a run starts (real configs, real dataset classes, files made by make_toy_datasets)."""
+import uuid
 import copy
 import json
 import shutil
@@ -41,7 +42,7 @@ def config(configs, name, data: Path):
 def current_log(tmp_path):
     from mmengine.logging import MMLogger
     log = tmp_path / 'audit.log'
-    MMLogger.get_instance(f'audit-{id(log)}', log_file=str(log))
+    MMLogger.get_instance(f'audit-{uuid.uuid4().hex}', log_file=str(log))
     return log
 
 

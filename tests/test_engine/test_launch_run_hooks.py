@@ -3,6 +3,7 @@ non-finite guard, exact resume and preemption hooks, tools/test.py the guard; --
 the checkpoint's seed."""
 from pathlib import Path
 
+import uuid
 import pytest
 import torch
 from mmengine.config import ConfigDict
@@ -43,7 +44,7 @@ def test_hooks_a_config_lists_are_not_added_twice():
 @pytest.mark.parametrize('config_seed', [None, 0])
 def test_resume_keeps_the_seed_of_the_run_it_continues(tmp_path, config_seed):
     log = tmp_path / 'launch.log'  # a current mmengine logger writing to a file
-    MMLogger.get_instance(f'launch-{id(log)}', log_file=str(log))
+    MMLogger.get_instance(f'launch-{uuid.uuid4().hex}', log_file=str(log))
     checkpoint = tmp_path / 'iter_4.pth'
     torch.save(dict(state_dict={}, meta=dict(seed=1234, iter=4)), checkpoint)
     cfg = load_config(str(SEG))
