@@ -1,9 +1,9 @@
 """sec_mm.engine.data_audit: data faults of the toy COCO, ADE and ImageNet sets are named before
 a run starts (real configs, real dataset classes, files made by make_toy_datasets)."""
-import uuid
 import copy
 import json
 import shutil
+import uuid
 from pathlib import Path
 
 import pytest

@@ -1,9 +1,9 @@
 """The run hooks through the tools' options (sec_mm.engine.launch): tools/train.py adds the
 non-finite guard, exact resume and preemption hooks, tools/test.py the guard; --resume keeps
 the checkpoint's seed."""
+import uuid
 from pathlib import Path
 
-import uuid
 import pytest
 import torch
 from mmengine.config import ConfigDict
